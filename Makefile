@@ -1,0 +1,40 @@
+# Two commands do all set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned to the CPU build on disk where it exists, so nothing pulls a CUDA build
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" || $(BIN)/python -m pip install --quiet torch
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dfablate ablate experiment=demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check dfablate tests scripts
+	$(BIN)/ruff format --check dfablate tests scripts
+
+format: $(STAMP)
+	$(BIN)/ruff format dfablate tests scripts
+	$(BIN)/ruff check --fix dfablate tests scripts
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_features.py
+	$(BIN)/python scripts/bench_metrics.py
+	$(BIN)/python scripts/bench_train.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

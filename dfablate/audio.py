@@ -1,0 +1,58 @@
+"""Reading audio for every stage: one place that decodes, down-mixes, resamples and validates."""
+
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from dfablate.errors import UserError
+
+
+class AudioError(UserError):
+    """A file that cannot be used as audio (unreadable, empty, non-finite)."""
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Polyphase (anti-aliased) resampling along the last axis; float32 in, float32 out."""
+    if from_rate == to_rate:
+        return audio
+    ratio = Fraction(to_rate, from_rate)
+    out = resample_poly(audio, ratio.numerator, ratio.denominator, axis=-1)
+    return out.astype(np.float32, copy=False)
+
+
+def read_audio(path: str | Path, *, mono: bool = True) -> tuple[np.ndarray, int]:
+    """Read a sound file as float32 ([T] when mono, else [C, T]) and its sample rate.
+
+    Stereo is averaged to mono with a warning when `mono` is set. Raises AudioError naming the
+    file when it cannot be decoded, holds no samples, or holds NaN/Inf.
+    """
+    path = Path(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for bad files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{path}: cannot read audio ({reason})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: file holds no audio samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: audio contains NaN or Inf samples")
+    data = data.T  # [C, T]
+    if mono:
+        if data.shape[0] > 1:
+            warnings.warn(
+                f"{path}: {data.shape[0]} channels, down-mixed to mono", stacklevel=2
+            )
+        data = data.mean(axis=0)
+    return np.ascontiguousarray(data, dtype=np.float32), int(rate)
+
+
+def load_audio(path: str | Path, sample_rate: int, *, mono: bool = True) -> np.ndarray:
+    """Read a file (see `read_audio`) and resample it to `sample_rate`."""
+    data, rate = read_audio(path, mono=mono)
+    return resample(data, rate, sample_rate)

@@ -1,0 +1,63 @@
+"""The `dfablate` command: one entry point, one subcommand module per stage.
+
+Each module in `dfablate.commands` defines `add_parser(subparsers)` and `run(args) -> int`.
+Hydra-driven stages (train, evaluate, ablate) pass their remaining arguments to Hydra as
+overrides. User errors (`UserError`) print as one line; `-v/--verbose` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+import warnings
+
+from dfablate.errors import UserError
+
+COMMANDS = ("train", "evaluate", "compare", "ablate", "score", "features", "data")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dfablate",
+        description="Train, evaluate and compare DeepFilterNet variants (normalisation ablations).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module_name = f"dfablate.commands.{name}"
+        if importlib.util.find_spec(module_name) is None:  # stage not built yet
+            continue
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    warnings.formatwarning = _format_warning
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
