@@ -1,0 +1,48 @@
+"""`dfablate compare A B [more...]`: per-file relative differences and statistics vs baseline A."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare evaluated runs file by file (A = baseline)",
+        description=(
+            "Compare evaluated runs (run directories or their metrics CSVs); the first is the "
+            "baseline A. Several seeds per normalisation are grouped and the difference is "
+            "checked against the seed-to-seed spread."
+        ),
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directory or metrics CSV")
+    parser.add_argument("--out", type=Path, help="output folder (default: outputs/compare/<time>)")
+    parser.add_argument("--dataset", help="evaluation dataset name when a run has several")
+    parser.add_argument(
+        "--label", action="append", help="display name per run, in order (repeat for each run)"
+    )
+    parser.add_argument(
+        "--wandb",
+        choices=("offline", "online", "disabled"),
+        default="offline",
+        help="log tables and figures to W&B (default: offline)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dfablate.compare import (
+        compare_runs,
+        default_out_dir,
+        load_runs,
+        print_summary,
+        write_outputs,
+    )
+
+    runs = load_runs(args.runs, dataset=args.dataset, labels=args.label)
+    comparison = compare_runs(runs)
+    out_dir = args.out or default_out_dir()
+    paths = write_outputs(comparison, out_dir)
+    print_summary(comparison, paths["report"])
+    return 0
