@@ -45,9 +45,7 @@ def read_audio(path: str | Path, *, mono: bool = True) -> tuple[np.ndarray, int]
     data = data.T  # [C, T]
     if mono:
         if data.shape[0] > 1:
-            warnings.warn(
-                f"{path}: {data.shape[0]} channels, down-mixed to mono", stacklevel=2
-            )
+            warnings.warn(f"{path}: {data.shape[0]} channels, down-mixed to mono", stacklevel=2)
         data = data.mean(axis=0)
     return np.ascontiguousarray(data, dtype=np.float32), int(rate)
 

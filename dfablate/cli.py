@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dfablate",
         description="Train, evaluate and compare DeepFilterNet variants (normalisation ablations).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show tracebacks and debug logs"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module_name = f"dfablate.commands.{name}"

@@ -51,7 +51,9 @@ def _register_bare_df_package() -> None:
         return
     spec = importlib.util.find_spec("df")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the `deepfilternet` package is not installed (pip install deepfilternet)")
+        raise ImportError(
+            "the `deepfilternet` package is not installed (pip install deepfilternet)"
+        )
     package = types.ModuleType("df")
     package.__path__ = list(spec.submodule_search_locations)
     package.__file__ = spec.origin

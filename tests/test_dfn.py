@@ -23,8 +23,17 @@ def test_build_dfn3_defaults_matches_code_defaults():
 
 
 def test_build_dfnet_uses_given_values_and_runs_forward():
-    model = build_dfnet("dfn3", conv_ch=16, emb_hidden_dim=64, df_hidden_dim=64, conv_lookahead=2,
-                        df_lookahead=2, pad_mode="output", conv_kernel=[1, 3], linear_groups=8)
+    model = build_dfnet(
+        "dfn3",
+        conv_ch=16,
+        emb_hidden_dim=64,
+        df_hidden_dim=64,
+        conv_lookahead=2,
+        df_lookahead=2,
+        pad_mode="output",
+        conv_kernel=[1, 3],
+        linear_groups=8,
+    )
     convs = [m for m in model.enc.modules() if isinstance(m, torch.nn.Conv2d)]
     assert max(c.out_channels for c in convs) == 16
     params = resolved_model_params("dfn3", conv_ch=16, conv_kernel=[1, 3], df_lookahead=2)
@@ -48,7 +57,9 @@ def test_build_dfn2():
 
 
 def test_unknown_parameter_names_known_ones():
-    with pytest.raises(ModelConfigError, match="unknown dfn3 model parameter.*foo.*known: .*conv_ch"):
+    with pytest.raises(
+        ModelConfigError, match="unknown dfn3 model parameter.*foo.*known: .*conv_ch"
+    ):
         build_dfnet("dfn3", foo=1)
 
 

@@ -1,0 +1,305 @@
+"""DeepFilterNet's input features in torch, with the deep-filter normalisation chosen by name.
+
+This is the one place the normalisation lives. `DfFeatures` reproduces libDF's pipeline (STFT,
+ERB features + `erb_norm`, complex features + `unit_norm`) on batches, on any device, and its
+`synthesis` is libDF's inverse STFT. The exponential moving averages that the normalisations need
+are computed as a chunked linear scan (`ema`), not with a per-frame Python loop.
+
+A normalisation variant is one function registered with `@register_norm("name")` plus one
+config file `configs/norm/<name>.yaml`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dfablate.errors import UserError
+
+DEFAULT_SAMPLE_RATE = 48000
+
+NormFn = Callable[[Tensor, Tensor, float], Tensor]
+NORMALIZATIONS: dict[str, NormFn] = {}
+
+_EMA_CHUNK = 64
+
+
+class UnknownNormError(UserError):
+    """A normalisation name that is not in the registry."""
+
+
+class Features(NamedTuple):
+    """What DfNet's forward takes: (spec, feat_erb, feat_spec), real/imag in the last dim."""
+
+    spec: Tensor  # [B, 1, T, F, 2]
+    feat_erb: Tensor  # [B, 1, T, nb_erb]
+    feat_spec: Tensor  # [B, 1, T, nb_df, 2]
+
+
+def register_norm(name: str) -> Callable[[NormFn], NormFn]:
+    """Register `fn(spec, init_state, alpha) -> normalised spec` under `name`.
+
+    `spec` is the deep-filter part of the spectrum [B, T, nb_df, 2]; `init_state` is libDF's
+    initial EMA state for the magnitude (linspace(1e-3, 1e-4, nb_df)).
+    """
+
+    def decorator(fn: NormFn) -> NormFn:
+        NORMALIZATIONS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_norm(name: str) -> NormFn:
+    """The registered normalisation `name`; unknown names list the known ones."""
+    try:
+        return NORMALIZATIONS[name]
+    except KeyError:
+        known = ", ".join(sorted(NORMALIZATIONS))
+        raise UnknownNormError(f"unknown normalisation {name!r}; known: {known}") from None
+
+
+def ema(x: Tensor, alpha: float, init: Tensor) -> Tensor:
+    """Exponential moving average along dim 1: s_t = (1 - alpha) x_t + alpha s_{t-1}, s_-1 = init.
+
+    x is [B, T, ...]; init broadcasts to x[:, 0]. Frames are processed in chunks: inside a chunk
+    the recurrence is a matrix product with a decay matrix, and the chunk-end states follow the
+    same recurrence with decay alpha**chunk, solved recursively. No per-frame Python loop.
+    """
+    batch, frames = x.shape[:2]
+    rest = x.shape[2:]
+    init = init.to(dtype=x.dtype, device=x.device).expand(batch, *rest)
+    if frames == 0:
+        return x.clone()
+    chunk = min(_EMA_CHUNK, frames)
+    n_chunks = math.ceil(frames / chunk)
+    padded = F.pad(x.reshape(batch, frames, -1), (0, 0, 0, n_chunks * chunk - frames))
+    blocks = padded.reshape(batch, n_chunks, chunk, -1)  # [B, C, L, D]
+    idx = torch.arange(chunk, device=x.device)
+    exponent = (idx[:, None] - idx[None, :]).to(x.dtype)
+    decay = torch.where(
+        exponent >= 0, alpha ** exponent.clamp_min(0), torch.zeros((), dtype=x.dtype)
+    )  # decay[i, j] = alpha^(i-j) for j <= i
+    local = (1 - alpha) * torch.einsum("ij,bcjd->bcid", decay, blocks)  # zero initial state
+    powers = alpha ** (idx.to(x.dtype) + 1)  # alpha^(i+1): weight of the state entering a chunk
+    # state entering chunk c: S_c = alpha^L S_{c-1} + local_{c-1}[-1], S_0 = init
+    ends = local[:, :, -1]  # [B, C, D]
+    init_flat = init.reshape(batch, -1)
+    if n_chunks > 1:
+        carried = _linear_recurrence(ends[:, :-1], alpha**chunk, init_flat)  # states after chunks
+        entering = torch.cat([init_flat[:, None], carried], dim=1)
+    else:
+        entering = init_flat[:, None]
+    out = local + powers[None, None, :, None] * entering[:, :, None, :]
+    return out.reshape(batch, n_chunks * chunk, *rest)[:, :frames]
+
+
+def _linear_recurrence(x: Tensor, decay: float, init: Tensor) -> Tensor:
+    """s_t = decay * s_{t-1} + x_t along dim 1 (s_-1 = init), via `ema` on rescaled inputs."""
+    # ema computes s_t = (1 - a) x_t + a s_{t-1}; with a = decay, feed x / (1 - a).
+    if decay >= 1.0:
+        return init[:, None] + torch.cumsum(x, dim=1)
+    return ema(x / (1 - decay), decay, init)
+
+
+def _magnitude(spec: Tensor) -> Tensor:
+    return spec.square().sum(-1).sqrt()
+
+
+@register_norm("original")
+def original_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
+    """libDF's `unit_norm`: divide by sqrt(EMA of |X|) (features scale with sqrt of the gain)."""
+    state = ema(_magnitude(spec), alpha, init_state)
+    return spec / state.sqrt().unsqueeze(-1)
+
+
+@register_norm("fixed")
+def fixed_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
+    """DeepFilterNet2 paper eq. 12: divide by the EMA of |X| itself (gain-invariant)."""
+    state = ema(_magnitude(spec), alpha, init_state)
+    return spec / state.unsqueeze(-1)
+
+
+@register_norm("rms")
+def rms_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
+    """Divide by the running RMS sqrt(EMA of |X|^2); its initial state is init_state**2."""
+    state = ema(spec.square().sum(-1), alpha, init_state.square())
+    return spec / state.sqrt().unsqueeze(-1)
+
+
+@register_norm("none")
+def no_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
+    """No normalisation: the raw complex spectrum."""
+    return spec
+
+
+def norm_alpha(sr: int, hop_size: int, norm_tau: float) -> float:
+    """The EMA decay factor, rounded as `df.utils.get_norm_alpha` does (0.99 at the defaults)."""
+    exact = math.exp(-(hop_size / sr) / norm_tau)
+    precision, alpha = 3, 1.0
+    while alpha >= 1.0:
+        alpha = round(exact, precision)
+        precision += 1
+    return alpha
+
+
+def vorbis_window(size: int) -> np.ndarray:
+    """libDF's analysis/synthesis window, computed in float64 and stored as float32."""
+    n = np.arange(size, dtype=np.float64)
+    return np.sin(0.5 * np.pi * np.sin(np.pi * (n + 0.5) / size) ** 2).astype(np.float32)
+
+
+def erb_widths(sr: int, fft_size: int, nb_erb: int, min_nb_erb_freqs: int) -> np.ndarray:
+    """Widths (in frequency bins) of libDF's ERB bands; they sum to fft_size // 2 + 1."""
+    import libdf
+
+    return np.asarray(
+        libdf.DF(
+            sr=sr,
+            fft_size=fft_size,
+            hop_size=fft_size // 2,
+            nb_bands=nb_erb,
+            min_nb_erb_freqs=min_nb_erb_freqs,
+        ).erb_widths(),
+        dtype=np.int64,
+    )
+
+
+class DfFeatures(nn.Module):
+    """Waveforms [B, T] -> `Features` exactly as libDF computes them, with the chosen norm.
+
+    Output has T // hop_size frames; `synthesis` inverts `spec` with libDF's overlap-add, delayed
+    by `delay` = fft_size - hop_size samples. No trainable parameters; buffers follow `.to()`.
+    """
+
+    def __init__(
+        self,
+        norm: str = "original",
+        sr: int = DEFAULT_SAMPLE_RATE,
+        fft_size: int = 960,
+        hop_size: int = 480,
+        nb_erb: int = 32,
+        nb_df: int = 96,
+        min_nb_erb_freqs: int = 2,
+        norm_tau: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.norm_fn = get_norm(norm)
+        self.norm = norm
+        self.sr, self.fft_size, self.hop_size = sr, fft_size, hop_size
+        self.nb_erb, self.nb_df, self.min_nb_erb_freqs = nb_erb, nb_df, min_nb_erb_freqs
+        self.norm_tau = norm_tau
+        self.alpha = norm_alpha(sr, hop_size, norm_tau)
+        self.delay = fft_size - hop_size
+        self.wnorm = 1.0 / (fft_size**2 / (2 * hop_size))
+        widths = erb_widths(sr, fft_size, nb_erb, min_nb_erb_freqs)
+        band_of_bin = np.repeat(np.arange(nb_erb), widths)
+        erb_fb = np.zeros((fft_size // 2 + 1, nb_erb), dtype=np.float32)
+        erb_fb[np.arange(len(band_of_bin)), band_of_bin] = 1.0 / widths[band_of_bin]
+        self.register_buffer("window", torch.from_numpy(vorbis_window(fft_size)), persistent=False)
+        self.register_buffer("erb_fb", torch.from_numpy(erb_fb), persistent=False)
+        self.register_buffer(
+            "erb_init", torch.linspace(-60.0, -90.0, nb_erb, dtype=torch.float32), persistent=False
+        )
+        unit_init = np.linspace(1e-3, 1e-4, nb_df, dtype=np.float32)  # libdf.unit_norm_init
+        self.register_buffer("unit_init", torch.from_numpy(unit_init), persistent=False)
+
+    @property
+    def params(self) -> dict[str, int | float | str]:
+        """The values that define these features (stored in checkpoints)."""
+        return {
+            "norm": self.norm,
+            "sr": self.sr,
+            "fft_size": self.fft_size,
+            "hop_size": self.hop_size,
+            "nb_erb": self.nb_erb,
+            "nb_df": self.nb_df,
+            "min_nb_erb_freqs": self.min_nb_erb_freqs,
+            "norm_tau": self.norm_tau,
+        }
+
+    def analysis(self, wave: Tensor) -> Tensor:
+        """libDF's STFT: [B, T] -> complex-as-real [B, T // hop, F, 2]."""
+        padded = F.pad(wave, (self.fft_size - self.hop_size, 0))
+        spec = torch.stft(
+            padded,
+            self.fft_size,
+            self.hop_size,
+            window=self.window,
+            center=False,
+            return_complex=True,
+        )
+        return torch.view_as_real(spec.transpose(1, 2) * self.wnorm)
+
+    def forward(self, wave: Tensor) -> Features:
+        if wave.dim() != 2:
+            raise ValueError(f"expected waveforms [B, T], got shape {tuple(wave.shape)}")
+        wave = wave.float()
+        frames = wave.shape[1] // self.hop_size
+        if frames == 0:
+            spec = wave.new_zeros(wave.shape[0], 0, self.fft_size // 2 + 1, 2)
+        else:
+            spec = self.analysis(wave)
+        power = spec.square().sum(-1)  # [B, T, F]
+        erb_db = 10.0 * torch.log10(power @ self.erb_fb + 1e-10)
+        feat_erb = (erb_db - ema(erb_db, self.alpha, self.erb_init)) / 40.0
+        feat_spec = self.norm_fn(spec[:, :, : self.nb_df], self.unit_init, self.alpha)
+        return Features(spec.unsqueeze(1), feat_erb.unsqueeze(1), feat_spec.unsqueeze(1))
+
+    def synthesis(self, spec: Tensor) -> Tensor:
+        """libDF's inverse STFT: [B, 1, T', F, 2] (or [B, T', F, 2]) -> [B, T' * hop]."""
+        if spec.dim() == 5:
+            spec = spec.squeeze(1)
+        batch, frames = spec.shape[:2]
+        if frames == 0:
+            return spec.new_zeros(batch, 0)
+        time_frames = torch.fft.irfft(
+            torch.view_as_complex(spec.float().contiguous()), n=self.fft_size, norm="forward"
+        )
+        time_frames = time_frames * self.window  # [B, T', N]
+        length = (frames - 1) * self.hop_size + self.fft_size
+        out = F.fold(
+            time_frames.transpose(1, 2),
+            output_size=(1, length),
+            kernel_size=(1, self.fft_size),
+            stride=(1, self.hop_size),
+        )
+        return out.reshape(batch, length)[:, : frames * self.hop_size]
+
+
+def feature_std(
+    waves: Sequence[np.ndarray], norm: str = "original", **params: int | float
+) -> pandas.DataFrame:  # noqa: F821
+    """Per deep-filter bin std over time (Bessel-corrected, all frames of all waves) of feat_spec.
+
+    The diagnostic for whether a normalisation yields unit-variance features; columns
+    `bin,std_real,std_imag`.
+    """
+    import pandas as pd
+
+    features = DfFeatures(norm=norm, **params)
+    with torch.no_grad():
+        parts = [
+            features(torch.from_numpy(np.asarray(w, dtype=np.float32))[None]).feat_spec[0, 0]
+            for w in waves
+        ]
+    stacked = torch.cat(parts, dim=0).double()  # [frames, nb_df, 2]
+    if stacked.shape[0] < 2:
+        raise UserError(
+            f"audio too short for a feature std: {stacked.shape[0]} frame(s), need at least 2 "
+            f"({2 * features.hop_size / features.sr * 1000:.0f} ms)"
+        )
+    std = stacked.std(dim=0, unbiased=True)
+    return pd.DataFrame(
+        {
+            "bin": np.arange(features.nb_df),
+            "std_real": std[:, 0].numpy(),
+            "std_imag": std[:, 1].numpy(),
+        }
+    )
