@@ -45,7 +45,7 @@ class Features(NamedTuple):
 def register_norm(name: str) -> Callable[[NormFn], NormFn]:
     """Register `fn(spec, init_state, alpha) -> normalised spec` under `name`.
 
-    `spec` is the deep-filter part of the spectrum [B, T, nb_df, 2]; `init_state` is libDF's
+    `spec` is the deep-filter part of the complex spectrum [B, T, nb_df]; `init_state` is libDF's
     initial EMA state for the magnitude (linspace(1e-3, 1e-4, nb_df)).
     """
 
@@ -86,7 +86,7 @@ def ema(x: Tensor, alpha: float, init: Tensor) -> Tensor:
     decay = torch.where(
         exponent >= 0, alpha ** exponent.clamp_min(0), torch.zeros((), dtype=x.dtype)
     )  # decay[i, j] = alpha^(i-j) for j <= i
-    local = (1 - alpha) * torch.einsum("ij,bcjd->bcid", decay, blocks)  # zero initial state
+    local = torch.matmul((1 - alpha) * decay, blocks)  # each chunk from a zero initial state
     powers = alpha ** (idx.to(x.dtype) + 1)  # alpha^(i+1): weight of the state entering a chunk
     # state entering chunk c: S_c = alpha^L S_{c-1} + local_{c-1}[-1], S_0 = init
     ends = local[:, :, -1]  # [B, C, D]
@@ -108,29 +108,29 @@ def _linear_recurrence(x: Tensor, decay: float, init: Tensor) -> Tensor:
     return ema(x / (1 - decay), decay, init)
 
 
-def _magnitude(spec: Tensor) -> Tensor:
-    return spec.square().sum(-1).sqrt()
+def power(spec: Tensor) -> Tensor:
+    """|X|^2 of a complex tensor (faster than `abs()`, which computes hypot)."""
+    spec = spec.contiguous()
+    return torch.addcmul(spec.real * spec.real, spec.imag, spec.imag)
 
 
 @register_norm("original")
 def original_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
     """libDF's `unit_norm`: divide by sqrt(EMA of |X|) (features scale with sqrt of the gain)."""
-    state = ema(_magnitude(spec), alpha, init_state)
-    return spec / state.sqrt().unsqueeze(-1)
+    state = ema(power(spec).sqrt(), alpha, init_state)
+    return spec * state.rsqrt()
 
 
 @register_norm("fixed")
 def fixed_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
     """DeepFilterNet2 paper eq. 12: divide by the EMA of |X| itself (gain-invariant)."""
-    state = ema(_magnitude(spec), alpha, init_state)
-    return spec / state.unsqueeze(-1)
+    return spec * ema(power(spec).sqrt(), alpha, init_state).reciprocal()
 
 
 @register_norm("rms")
 def rms_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
     """Divide by the running RMS sqrt(EMA of |X|^2); its initial state is init_state**2."""
-    state = ema(spec.square().sum(-1), alpha, init_state.square())
-    return spec / state.sqrt().unsqueeze(-1)
+    return spec * ema(power(spec), alpha, init_state.square()).rsqrt()
 
 
 @register_norm("none")
@@ -197,12 +197,14 @@ class DfFeatures(nn.Module):
         self.norm_tau = norm_tau
         self.alpha = norm_alpha(sr, hop_size, norm_tau)
         self.delay = fft_size - hop_size
-        self.wnorm = 1.0 / (fft_size**2 / (2 * hop_size))
         widths = erb_widths(sr, fft_size, nb_erb, min_nb_erb_freqs)
         band_of_bin = np.repeat(np.arange(nb_erb), widths)
         erb_fb = np.zeros((fft_size // 2 + 1, nb_erb), dtype=np.float32)
         erb_fb[np.arange(len(band_of_bin)), band_of_bin] = 1.0 / widths[band_of_bin]
-        self.register_buffer("window", torch.from_numpy(vorbis_window(fft_size)), persistent=False)
+        window = torch.from_numpy(vorbis_window(fft_size))
+        self.register_buffer("window", window, persistent=False)
+        wnorm = 1.0 / (fft_size**2 / (2 * hop_size))  # libDF scales the analysis output
+        self.register_buffer("analysis_window", window * wnorm, persistent=False)
         self.register_buffer("erb_fb", torch.from_numpy(erb_fb), persistent=False)
         self.register_buffer(
             "erb_init", torch.linspace(-60.0, -90.0, nb_erb, dtype=torch.float32), persistent=False
@@ -225,32 +227,33 @@ class DfFeatures(nn.Module):
         }
 
     def analysis(self, wave: Tensor) -> Tensor:
-        """libDF's STFT: [B, T] -> complex-as-real [B, T // hop, F, 2]."""
+        """libDF's STFT: [B, T] -> complex [B, T // hop, F] (contiguous)."""
+        batch, frames = wave.shape[0], wave.shape[1] // self.hop_size
+        if frames == 0:
+            return wave.new_zeros(batch, 0, self.fft_size // 2 + 1, dtype=torch.complex64)
         padded = F.pad(wave, (self.fft_size - self.hop_size, 0))
         spec = torch.stft(
             padded,
             self.fft_size,
             self.hop_size,
-            window=self.window,
+            window=self.analysis_window,
             center=False,
             return_complex=True,
         )
-        return torch.view_as_real(spec.transpose(1, 2) * self.wnorm)
+        return spec.transpose(1, 2).contiguous()
 
     def forward(self, wave: Tensor) -> Features:
         if wave.dim() != 2:
             raise ValueError(f"expected waveforms [B, T], got shape {tuple(wave.shape)}")
-        wave = wave.float()
-        frames = wave.shape[1] // self.hop_size
-        if frames == 0:
-            spec = wave.new_zeros(wave.shape[0], 0, self.fft_size // 2 + 1, 2)
-        else:
-            spec = self.analysis(wave)
-        power = spec.square().sum(-1)  # [B, T, F]
-        erb_db = 10.0 * torch.log10(power @ self.erb_fb + 1e-10)
+        spec = self.analysis(wave.float())  # [B, T, F] complex
+        erb_db = 10.0 * torch.log10(power(spec) @ self.erb_fb + 1e-10)
         feat_erb = (erb_db - ema(erb_db, self.alpha, self.erb_init)) / 40.0
         feat_spec = self.norm_fn(spec[:, :, : self.nb_df], self.unit_init, self.alpha)
-        return Features(spec.unsqueeze(1), feat_erb.unsqueeze(1), feat_spec.unsqueeze(1))
+        return Features(
+            torch.view_as_real(spec).unsqueeze(1),
+            feat_erb.unsqueeze(1),
+            torch.view_as_real(feat_spec.contiguous()).unsqueeze(1),
+        )
 
     def synthesis(self, spec: Tensor) -> Tensor:
         """libDF's inverse STFT: [B, 1, T', F, 2] (or [B, T', F, 2]) -> [B, T' * hop]."""
