@@ -1,0 +1,225 @@
+"""Waveform pairs for training: seeded random crops for training, whole utterances otherwise.
+
+Features are not computed here: the model computes them on its own device, so the
+normalisation variant lives in one place (`dfablate.features`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from dfablate.audio import load_audio
+from dfablate.data.mini import ensure_mini
+from dfablate.data.valentini import (
+    Pair,
+    check_pairs,
+    find_pairs,
+    rate_note,
+    split_by_speakers,
+    split_dirs,
+)
+from dfablate.errors import UserError
+
+
+class PairedWaveDataset(Dataset):
+    """Clean/noisy pairs as float32 waveforms at `sample_rate`.
+
+    With `crop_samples`, each item is a crop of that length (zero-padded at the end when the file
+    is shorter) whose offset depends only on (seed, epoch, index): different every epoch,
+    identical across runs and worker counts. Items are indexed by `index` or `(index, epoch)`.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        sample_rate: int,
+        crop_samples: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.sample_rate = sample_rate
+        self.crop_samples = crop_samples
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def crop_offset(self, length: int, index: int, epoch: int) -> int:
+        """Start of the crop for item `index` in `epoch` (0 when the file is not longer)."""
+        assert self.crop_samples is not None
+        if length <= self.crop_samples:
+            return 0
+        rng = np.random.default_rng([self.seed, epoch, index])
+        return int(rng.integers(length - self.crop_samples + 1))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        pair = self.pairs[index]
+        with warnings.catch_warnings():  # multi-channel files were reported once at setup
+            warnings.simplefilter("ignore")
+            clean = load_audio(pair.clean, self.sample_rate)
+            noisy = load_audio(pair.noisy, self.sample_rate)
+        if len(clean) != len(noisy):
+            raise UserError(
+                f"{pair.noisy}: {len(noisy)} samples but its clean file has {len(clean)}"
+            )
+        if self.crop_samples is not None:
+            start = self.crop_offset(len(clean), index, epoch)
+            clean, noisy = (_crop(x, start, self.crop_samples) for x in (clean, noisy))
+        return {
+            "noisy": torch.from_numpy(noisy),
+            "clean": torch.from_numpy(clean),
+            "name": pair.name,
+        }
+
+
+def _crop(x: np.ndarray, start: int, length: int) -> np.ndarray:
+    out = x[start : start + length]
+    return np.pad(out, (0, length - len(out))) if len(out) < length else out
+
+
+class EpochCropSampler(DistributedSampler):
+    """Shuffles like DistributedSampler (seed + epoch; one shard per rank under DDP) and tags each
+    index with the epoch, so the dataset picks a new, reproducible crop every epoch. Lightning
+    calls `set_epoch` at the start of every training epoch."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            dataset,
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=True,
+            seed=seed,
+        )
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((index, epoch) for index in super().__iter__())
+
+
+def _spread(pairs: list[Pair], limit: int | None) -> list[Pair]:
+    """At most `limit` pairs, evenly spaced over the sorted list (so every speaker is kept)."""
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    picks = np.linspace(0, len(pairs) - 1, limit).round().astype(int)
+    return [pairs[i] for i in picks]
+
+
+class ValentiniDataModule(L.LightningDataModule):
+    """Valentini-layout data: train / validation (held-out training speakers) / test.
+
+    Batches are dicts {"noisy": [B, T] float32, "clean": [B, T] float32, "name": list[str]}.
+    Training batches are `crop_seconds` crops; validation and test batches are one whole
+    utterance each. Files at another rate are resampled to `sample_rate` on load. Setup checks
+    every file's header and fails early, naming files, on unpaired, unreadable or empty files,
+    NaN samples (in float files), length mismatches and empty splits.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        sample_rate: int = 48000,
+        crop_seconds: float = 3.0,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        val_speakers: Sequence[str] = ("p226", "p287"),
+        seed: int = 0,
+        pin_memory: bool = False,
+        val_max_files: int | None = None,
+    ) -> None:
+        super().__init__()
+        for option, value, least in (
+            ("sample_rate", sample_rate, 1),
+            ("crop_seconds", crop_seconds, 1e-3),
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("val_max_files", val_max_files, 1),
+        ):
+            if value is not None and value < least:
+                raise UserError(f"data option {option}={value} must be at least {least}")
+        if isinstance(val_speakers, str):
+            val_speakers = (val_speakers,)
+        self.root = Path(root).expanduser()
+        self.sample_rate = int(sample_rate)
+        self.crop_samples = round(crop_seconds * sample_rate)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.val_speakers = tuple(str(speaker) for speaker in val_speakers)
+        self.seed = int(seed)
+        self.pin_memory = bool(pin_memory)
+        self.val_max_files = val_max_files
+        self.train_set: PairedWaveDataset | None = None
+        self.val_set: PairedWaveDataset | None = None
+        self.test_set: PairedWaveDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            where = split_dirs(self.root, "train")[0]
+            train, val = split_by_speakers(
+                find_pairs(self.root, "train"), self.val_speakers, where=where
+            )
+            val = _spread(val, self.val_max_files)
+            self._check(train + val, "train")
+            self.train_set = PairedWaveDataset(
+                train, self.sample_rate, self.crop_samples, self.seed
+            )
+            self.val_set = PairedWaveDataset(val, self.sample_rate)
+        if stage in (None, "test") and self.test_set is None:
+            test = find_pairs(self.root, "test")
+            self._check(test, "test")
+            self.test_set = PairedWaveDataset(test, self.sample_rate)
+
+    def _check(self, pairs: list[Pair], split: str) -> None:
+        """Fail early on bad files; warn once about resampling and down-mixing."""
+        check = check_pairs(pairs)
+        if check.problems:
+            raise UserError(f"{self.root} ({split} split): {'; '.join(check.problem_lines())}")
+        if note := rate_note(check.rates, self.sample_rate):
+            warnings.warn(f"{self.root} ({split} split): {note}", stacklevel=3)
+        if multi := sum(n for ch, n in check.channels.items() if ch > 1):
+            warnings.warn(
+                f"{self.root} ({split} split): {multi} multi-channel files, down-mixed to mono",
+                stacklevel=3,
+            )
+
+    @staticmethod
+    def _ready(dataset: PairedWaveDataset | None, stage: str) -> PairedWaveDataset:
+        if dataset is None:
+            raise RuntimeError(f"call setup({stage!r}) before asking for its data loader")
+        return dataset
+
+    def _loader(self, dataset: PairedWaveDataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        train_set = self._ready(self.train_set, "fit")
+        sampler = EpochCropSampler(train_set, self.seed)
+        return self._loader(train_set, batch_size=self.batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._ready(self.val_set, "validate"), batch_size=1)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._ready(self.test_set, "test"), batch_size=1)
+
+
+def mini_datamodule(
+    cache_dir: str | Path | None = None, mini_seed: int = 0, **options
+) -> ValentiniDataModule:
+    """The data module on the mini corpus, built into `cache_dir` on first use (for data=mini)."""
+    return ValentiniDataModule(ensure_mini(cache_dir, mini_seed), **options)
