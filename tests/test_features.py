@@ -11,7 +11,14 @@ import soundfile as sf
 import torch
 
 from dfablate.audio import load_audio
-from dfablate.features import NORMALIZATIONS, DfFeatures, UnknownNormError, ema, feature_std
+from dfablate.features import (
+    NORMALIZATIONS,
+    DfFeatures,
+    UnknownNormError,
+    ema,
+    erb_widths,
+    feature_std,
+)
 
 ALPHA = 0.99  # df.utils.get_norm_alpha at the defaults
 CONFIG_NORM_DIR = Path(__file__).parents[1] / "configs" / "norm"
@@ -206,3 +213,12 @@ def test_features_cli_bad_file_is_one_line_naming_it(tmp_path, capsys, kind):
     assert main(["features", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and str(bad) in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "sr,fft_size,nb_erb,min_freqs",
+    [(48000, 960, 32, 2), (48000, 960, 32, 1), (16000, 320, 32, 2), (44100, 882, 24, 3)],
+)
+def test_erb_widths_port_matches_libdf(sr, fft_size, nb_erb, min_freqs):
+    want = libdf.DF(sr, fft_size, fft_size // 2, nb_erb, min_freqs).erb_widths()
+    np.testing.assert_array_equal(erb_widths(sr, fft_size, nb_erb, min_freqs), want)
