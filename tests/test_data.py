@@ -149,6 +149,7 @@ def _fit(root: Path) -> list[tuple[int, str, float]]:
     return model.seen
 
 
+@pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader` but have no")
 def test_lightning_gets_new_reproducible_crops_every_epoch(mini_root):
     seen = _fit(mini_root)
     epochs = [{(name, crop) for e, name, crop in seen if e == epoch} for epoch in (0, 1)]
