@@ -1,0 +1,85 @@
+"""`dfablate score CLEAN ENHANCED`: speech-quality metrics of enhanced files into a CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+MAX_LISTED_FAILURES = 10
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "score",
+        help="score enhanced files against clean references (PESQ, STOI, CSIG, ...)",
+        description=(
+            "Score ENHANCED against the clean reference CLEAN: two audio files, or two "
+            "directories whose .wav/.flac files are paired by name. Writes one row per file "
+            "(file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) and prints the means. Rows are "
+            "written as they finish: rerunning an interrupted command resumes it. Pairs that "
+            "cannot be scored (silent reference, NaN samples, unreadable file, stereo, "
+            "different rates or lengths, file on one side only) get NaN metrics and a reason."
+        ),
+    )
+    parser.add_argument("clean", type=Path, metavar="CLEAN", help="clean reference file or dir")
+    parser.add_argument("enhanced", type=Path, metavar="ENHANCED", help="enhanced file or dir")
+    parser.add_argument(
+        "--out", type=Path, default=Path("metrics.csv"), help="CSV file (default: metrics.csv)"
+    )
+    parser.add_argument("--jobs", type=_positive_int, help="worker processes (default: all cores)")
+    parser.set_defaults(handler=run)
+
+
+def print_summary(frame, out_csv: Path) -> None:
+    """Means of each metric over the scored files, counts, and the first failures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dfablate.metrics import METRICS
+
+    scored = frame[frame["error"] == ""]
+    failed = frame[frame["error"] != ""]
+    table = Table()
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    for metric in METRICS:
+        mean = scored[metric].mean()
+        table.add_row(metric, "-" if scored.empty else f"{mean:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"scored: {len(scored)}, failed: {len(failed)}; rows in {out_csv}", markup=False)
+    if not failed.empty:
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        for name, error in list(zip(failed["file"], failed["error"], strict=True))[
+            :MAX_LISTED_FAILURES
+        ]:
+            err.print(f"failed: {name}: {error}", markup=False)
+        if len(failed) > MAX_LISTED_FAILURES:
+            err.print(f"... and {len(failed) - MAX_LISTED_FAILURES} more (see {out_csv})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dfablate.scoring import find_pairs, score_pairs_to_csv
+
+    pairs = find_pairs(args.clean, args.enhanced)
+    try:
+        frame = score_pairs_to_csv(pairs, args.out, jobs=args.jobs, progress=True)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished rows are kept in {args.out}; rerun to resume",
+            file=sys.stderr,
+        )
+        return 130
+    print_summary(frame, args.out)
+    if (frame["error"] == "").sum() == 0:
+        print("error: no file could be scored", file=sys.stderr)
+        return 1
+    return 0
