@@ -36,20 +36,9 @@ SPEAKERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "p287": ("train", ("codec2_hts2a",)),
     "p901": (
         "train",
-        tuple(
-            f"alsa_{where}"
-            for where in (
-                "Front_Left",
-                "Front_Center",
-                "Front_Right",
-                "Rear_Left",
-                "Rear_Center",
-                "Rear_Right",
-                "Side_Left",
-                "Side_Right",
-            )
-        ),
-    ),  # fmt: skip
+        tuple(f"alsa_{w}_{s}" for w in ("Front", "Rear") for s in ("Left", "Center", "Right"))
+        + ("alsa_Side_Left", "alsa_Side_Right"),
+    ),
     "p902": ("train", ("arctic_a0007",)),
     "p903": ("train", ("codec2_morig",)),
     "p904": ("train", ("codec2_forig",)),
@@ -191,10 +180,18 @@ def _build(out: Path, seed: int) -> dict:
                 name = f"{speaker}_{number:03d}"
                 sf.write(clean_dir / f"{name}.wav", clean, VALENTINI_RATE, subtype="PCM_16")
                 sf.write(noisy_dir / f"{name}.wav", noisy, VALENTINI_RATE, subtype="PCM_16")
+                seconds = round(len(segment) / VALENTINI_RATE, 3)
                 files.append(
-                    {"name": name, "split": split, "speaker": speaker, "source": "+".join(clips),
-                     "noise": str(kind), "snr_db": snr_db, "seconds": round(len(segment) / VALENTINI_RATE, 3)}
-                )  # fmt: skip
+                    dict(
+                        name=name,
+                        split=split,
+                        speaker=speaker,
+                        source="+".join(clips),
+                        noise=str(kind),
+                        snr_db=snr_db,
+                        seconds=seconds,
+                    )
+                )
     manifest = {
         "version": MINI_VERSION,
         "seed": seed,
