@@ -1,0 +1,603 @@
+"""Evaluate a trained model on a test set: enhance, score every file, resume where it stopped.
+
+Inference runs in the main process and feeds a pool of scoring processes, so enhancing the next
+file overlaps with scoring the previous ones and all cores stay busy. Each finished file is
+appended to `metrics.csv` at once (one complete line per write), so an interrupted evaluation
+resumes with the files still missing. The unprocessed noisy input is scored once per test set
+into a cache shared by all runs; it is the "noisy" reference row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from functools import cached_property
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from dfablate.audio import AudioError, load_audio
+from dfablate.errors import UserError
+from dfablate.metrics import METRICS, MetricError, score_pair
+
+COLUMNS = ("file", *METRICS, "error")
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """The pairs of one test split and what identifies them."""
+
+    name: str
+    root: Path
+    pairs: list  # of dfablate.data.valentini.Pair (name, clean, noisy)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content identity: file names and sizes (the same set at another root matches)."""
+        digest = hashlib.sha1()
+        for pair in sorted(self.pairs, key=lambda p: p.name):
+            digest.update(
+                f"{pair.noisy.name}:{pair.clean.stat().st_size}:{pair.noisy.stat().st_size};".encode()
+            )
+        return digest.hexdigest()
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "n_files": len(self.pairs),
+            "fingerprint": self.fingerprint,
+        }
+
+
+# ---------------------------------------------------------------- resumable CSV
+
+
+class ResultsCsv:
+    """A per-file CSV that grows one complete line at a time and survives interruption."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def finished(self) -> dict[str, dict]:
+        """Rows already written, by file; a partial last line (no newline) is discarded."""
+        if not self.path.is_file():
+            return {}
+        text = self.path.read_text()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+            self.path.write_text(text)
+        lines = text.splitlines()
+        if not lines or lines[0].split(",") != list(COLUMNS):
+            raise UserError(f"{self.path}: not a metrics CSV written by dfablate evaluate")
+        import csv
+
+        rows = {}
+        for record in csv.DictReader(lines):
+            rows[record["file"]] = {
+                "file": record["file"],
+                **{m: _to_float(record[m]) for m in METRICS},
+                "error": record["error"] or "",
+            }
+        return rows
+
+    def append(self, row: dict) -> None:
+        import csv
+        import io
+
+        new = not self.path.is_file()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if _is_nan(row[k]) else row[k]) for k in COLUMNS})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+
+    def rewrite(self, rows: Iterable[dict]) -> None:
+        """Replace the file atomically with `rows` in the given order."""
+        import pandas as pd
+
+        tmp = self.path.with_suffix(".csv.tmp")
+        pd.DataFrame(list(rows), columns=list(COLUMNS)).to_csv(tmp, index=False)
+        os.replace(tmp, self.path)
+
+
+def _to_float(text: str) -> float:
+    return float(text) if text not in ("", None) else float("nan")
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and np.isnan(value)
+
+
+# ---------------------------------------------------------------- scoring worker
+
+
+def score_file(name: str, clean_path: Path, degraded: np.ndarray | Path, sample_rate: int) -> dict:
+    """One CSV row: all metrics of `degraded` (array or file) against the clean file.
+
+    A pair that cannot be scored (unreadable file, no speech for PESQ, ...) gives NaN metrics and
+    the reason in `error`, so one bad file never stops the evaluation.
+    """
+    try:
+        clean = load_audio(clean_path, sample_rate)
+        if isinstance(degraded, Path):
+            degraded = load_audio(degraded, sample_rate)
+        scores = score_pair(clean, degraded, sample_rate)
+        error = ""
+    except (AudioError, MetricError) as exc:
+        scores = dict.fromkeys(METRICS, float("nan"))
+        error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return {"file": name, **scores, "error": error}
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def noisy_cache_path(cache_dir: Path, test_set: TestSet) -> Path:
+    """Where the noisy input's scores live: keyed by the dataset root and its file list."""
+    key = hashlib.sha1(f"{test_set.root.resolve()}|{test_set.fingerprint}".encode()).hexdigest()
+    return cache_dir / f"noisy-{test_set.name}-{key[:16]}" / "metrics.csv"
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and median of each metric over the files that were scored."""
+    values = {m: np.array([r[m] for r in rows], dtype=float) for m in METRICS}
+    return {
+        "mean": {m: _nan_stat(np.nanmean, v) for m, v in values.items()},
+        "median": {m: _nan_stat(np.nanmedian, v) for m, v in values.items()},
+    }
+
+
+def _nan_stat(fn, values: np.ndarray) -> float:
+    return float(fn(values)) if np.isfinite(values).any() else float("nan")
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_model` produced."""
+
+    metrics_csv: Path
+    summary_json: Path
+    summary: dict
+    rows: list[dict]
+    noisy_rows: list[dict]
+
+
+def evaluate_model(
+    features,
+    model,
+    test_set: TestSet,
+    out_dir: Path,
+    *,
+    identity: dict,
+    noisy_cache_dir: Path,
+    save_enhanced: bool = False,
+    jobs: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Evaluation:
+    """Enhance and score every pair of `test_set` into `out_dir` (metrics.csv, summary.json).
+
+    `identity` describes the model (checkpoint path and hash, norm, seed, ...); results written
+    for another model or test set are discarded rather than mixed with new ones.
+    """
+    import torch
+
+    from dfablate.enhance import enhance_waveform
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _reset_if_stale(out_dir, identity, test_set)
+    results = ResultsCsv(out_dir / "metrics.csv")
+    noisy_csv = ResultsCsv(noisy_cache_path(noisy_cache_dir, test_set))
+    names = {p.noisy.name for p in test_set.pairs}
+    done = {k: v for k, v in results.finished().items() if k in names}
+    noisy_done = {k: v for k, v in noisy_csv.finished().items() if k in names}
+    todo = [p for p in test_set.pairs if p.noisy.name not in done]
+    noisy_todo = [p for p in test_set.pairs if p.noisy.name not in noisy_done]
+    enhanced_dir = out_dir / "enhanced"
+    if save_enhanced:
+        enhanced_dir.mkdir(exist_ok=True)
+
+    sr = features.sr
+    jobs = jobs or os.cpu_count() or 1
+    features = features.to(device).eval()
+    model = model.to(device).eval()
+    inflight: dict[Future, tuple[str, str]] = {}
+
+    bar = _progress(progress)
+    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_ignore_sigint)
+    with bar, pool:
+        enhance_task = bar.add_task("enhance", total=len(test_set.pairs), completed=len(done))
+        score_task = bar.add_task(
+            "score", total=2 * len(test_set.pairs), completed=len(done) + len(noisy_done)
+        )
+
+        def collect(limit: int) -> None:
+            while len(inflight) > limit:
+                finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    kind, name = inflight.pop(future)
+                    row = future.result()
+                    (results if kind == "enhanced" else noisy_csv).append(row)
+                    (done if kind == "enhanced" else noisy_done)[name] = row
+                    bar.advance(score_task)
+
+        def submit_noisy(limit: int) -> None:
+            while noisy_todo and len(inflight) < limit:
+                pair = noisy_todo.pop(0)
+                future = pool.submit(score_file, pair.noisy.name, pair.clean, pair.noisy, sr)
+                inflight[future] = ("noisy", pair.noisy.name)
+
+        try:
+            for pair in todo:
+                try:
+                    noisy = torch.from_numpy(load_audio(pair.noisy, sr)).to(device)
+                except AudioError:  # scored as a failed file, like a bad clean file
+                    row = score_file(pair.noisy.name, pair.clean, pair.noisy, sr)
+                    results.append(row)
+                    done[pair.noisy.name] = row
+                    bar.advance(enhance_task)
+                    bar.advance(score_task)
+                    continue
+                enhanced = enhance_waveform(noisy, features, model).cpu().numpy()
+                if save_enhanced:
+                    _write_wav_atomic(enhanced_dir / pair.noisy.name, enhanced, sr)
+                inflight[pool.submit(score_file, pair.noisy.name, pair.clean, enhanced, sr)] = (
+                    "enhanced",
+                    pair.noisy.name,
+                )
+                bar.advance(enhance_task)
+                submit_noisy(jobs)
+                collect(2 * jobs)
+            submit_noisy(len(noisy_todo) + len(inflight))
+            collect(0)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for future, (kind, _) in inflight.items():  # keep what finished before the stop
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    (results if kind == "enhanced" else noisy_csv).append(future.result())
+            raise
+
+    order = [p.noisy.name for p in test_set.pairs]
+    rows = [done[n] for n in order]
+    noisy_rows = [noisy_done[n] for n in order]
+    results.rewrite(rows)
+    noisy_csv.rewrite(noisy_rows)
+    summary = {
+        **identity,
+        "dataset": test_set.describe(),
+        "n_files": len(rows),
+        "n_failed": sum(1 for r in rows if r["error"]),
+        **summarise(rows),
+        "noisy": summarise(noisy_rows)["mean"],
+        "noisy_metrics_csv": str(noisy_csv.path),
+        "enhanced_dir": str(enhanced_dir) if save_enhanced else None,
+        "complete": True,
+    }
+    summary_json = out_dir / "summary.json"
+    summary_json.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    return Evaluation(results.path, summary_json, summary, rows, noisy_rows)
+
+
+def _reset_if_stale(out_dir: Path, identity: dict, test_set: TestSet) -> None:
+    """Discard earlier results made by another checkpoint or on another test set."""
+    state_path = out_dir / "eval_state.json"
+    state = {"checkpoint_sha1": identity.get("checkpoint_sha1"), "dataset": test_set.fingerprint}
+    if state_path.is_file() and json.loads(state_path.read_text()) != state:
+        warnings.warn(
+            f"{out_dir}: earlier results are from another checkpoint or test set; re-evaluating",
+            stacklevel=3,
+        )
+        for name in ("metrics.csv", "summary.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "enhanced", ignore_errors=True)
+    state_path.write_text(json.dumps(state) + "\n")
+
+
+def _ignore_sigint() -> None:
+    """Scoring workers leave Ctrl-C to the main process, which stops them cleanly."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(tmp, audio, sample_rate, subtype="FLOAT", format="WAV")
+    os.replace(tmp, path)
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- checkpoints, runs, test sets
+
+
+def resolve_checkpoint(
+    run: str | Path | None, ckpt: str | Path | None, which: str = "best"
+) -> tuple[Path, Path]:
+    """(checkpoint file, run directory) from `run=DIR` or `ckpt=FILE`."""
+    if (run is None) == (ckpt is None):
+        raise UserError("give exactly one of run=DIR (a training run) or ckpt=FILE")
+    if ckpt is not None:
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise UserError(f"ckpt={ckpt}: checkpoint not found")
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        return ckpt, run_dir
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise UserError(f"run={run_dir}: run directory not found")
+    if which not in ("best", "last"):
+        raise UserError(f"checkpoint={which}: must be best or last")
+    for name in (which, "last"):
+        path = run_dir / "checkpoints" / f"{name}.ckpt"
+        if path.is_file():
+            if name != which:
+                warnings.warn(f"{run_dir}: no {which}.ckpt, using last.ckpt", stacklevel=2)
+            return path, run_dir
+    raise UserError(
+        f"run={run_dir}: no checkpoint (checkpoints/{which}.ckpt or checkpoints/last.ckpt); "
+        "train it first or pass ckpt=FILE"
+    )
+
+
+def run_config(run_dir: Path) -> tuple[dict, str | None]:
+    """The run's resolved training config and the name of its data config (if recorded)."""
+    from omegaconf import OmegaConf
+
+    config_path, hydra_path = run_dir / ".hydra" / "config.yaml", run_dir / ".hydra" / "hydra.yaml"
+    if not config_path.is_file():
+        return {}, None
+    config = OmegaConf.to_container(OmegaConf.load(config_path))
+    data_name = None
+    if hydra_path.is_file():
+        data_name = OmegaConf.select(OmegaConf.load(hydra_path), "hydra.runtime.choices.data")
+    return config, data_name
+
+
+def load_test_set(data_cfg, name: str, split: str = "test") -> TestSet:
+    """The pairs of `split` of the dataset a data config (`configs/data/*.yaml`) describes."""
+    from hydra.utils import instantiate
+
+    from dfablate.data.valentini import find_pairs
+
+    datamodule = instantiate(data_cfg)
+    pairs = find_pairs(datamodule.root, split)
+    if not pairs:
+        raise UserError(f"{datamodule.root}: the {split} split has no files")
+    return TestSet(name=name, root=datamodule.root, pairs=pairs)
+
+
+def default_noisy_cache_dir() -> Path:
+    from dfablate.data.mini import default_cache_dir
+
+    return default_cache_dir() / "noisy_scores"
+
+
+def evaluate_checkpoint(
+    ckpt: Path,
+    run_dir: Path,
+    test_set: TestSet,
+    out_dir: Path | None = None,
+    *,
+    expect_norm: str | None = None,
+    save_enhanced: bool = False,
+    jobs: int | None = None,
+    device: str = "auto",
+    noisy_cache_dir: Path | None = None,
+    wandb_cfg: dict | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Load `ckpt` (refusing another norm than `expect_norm`), evaluate it, log it to W&B."""
+    import torch
+
+    from dfablate.training import DfnSystem
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    system = DfnSystem.load_checkpoint(ckpt, expect_norm=expect_norm, map_location=device)
+    train_cfg, _ = run_config(run_dir)
+    identity = {
+        "checkpoint": str(ckpt),
+        "checkpoint_sha1": file_sha1(ckpt),
+        "run_dir": str(run_dir),
+        "experiment": train_cfg.get("name"),
+        "norm": system.norm,
+        "seed": train_cfg.get("seed"),
+        "arch": system.identity["model"]["arch"],
+    }
+    out_dir = out_dir or run_dir / "eval" / test_set.name
+    evaluation = evaluate_model(
+        system.features,
+        system.dfnet,
+        test_set,
+        out_dir,
+        identity=identity,
+        noisy_cache_dir=noisy_cache_dir or default_noisy_cache_dir(),
+        save_enhanced=save_enhanced,
+        jobs=jobs,
+        device=device,
+        progress=progress,
+    )
+    if wandb_cfg is not None:
+        log_evaluation_to_wandb(run_dir, evaluation, train_cfg, wandb_cfg)
+    return evaluation
+
+
+def is_evaluated(run_dir: Path, test_set: TestSet, ckpt: Path) -> bool:
+    """Whether `run_dir` already has a complete evaluation of `ckpt` on `test_set`."""
+    summary_path = run_dir / "eval" / test_set.name / "summary.json"
+    if not summary_path.is_file():
+        return False
+    summary = json.loads(summary_path.read_text())
+    return (
+        bool(summary.get("complete"))
+        and summary.get("checkpoint_sha1") == file_sha1(ckpt)
+        and summary.get("dataset", {}).get("fingerprint") == test_set.fingerprint
+    )
+
+
+def log_evaluation_to_wandb(
+    run_dir: Path, evaluation: Evaluation, train_cfg: dict, wandb_cfg: dict
+) -> None:
+    """One W&B run per evaluation (job_type "eval", grouped with its training runs): the
+    per-file table, the noisy reference table and the means in the summary.
+
+    A separate run rather than resuming the training run: offline runs resumed elsewhere would
+    restart W&B's step counter and clash with the training history on upload.
+    """
+    import pandas as pd
+    import wandb
+
+    from dfablate.tracking import init_wandb, wandb_mode
+
+    if wandb_mode(wandb_cfg.get("mode", "auto")) == "disabled":
+        return
+    summary = evaluation.summary
+    dataset = summary["dataset"]["name"]
+    train_wandb = (train_cfg.get("logger") or {}).get("wandb") or {}
+    config = {
+        "norm": {"name": summary["norm"]},
+        "seed": summary["seed"],
+        "name": summary["experiment"],
+        "dataset": summary["dataset"],
+        "checkpoint": summary["checkpoint"],
+    }
+    run = init_wandb(
+        evaluation.metrics_csv.parent,
+        config,
+        project=train_wandb.get("project") or wandb_cfg.get("project", "dfablate"),
+        entity=wandb_cfg.get("entity") or train_wandb.get("entity"),
+        group=summary["experiment"] or run_dir.name,
+        tags=[f"norm:{summary['norm']}", f"seed:{summary['seed']}", f"dataset:{dataset}"],
+        job_type="eval",
+        mode=wandb_cfg.get("mode", "auto"),
+        name=f"{run_dir.name}-eval-{dataset}",
+    )
+    try:
+        run.log(
+            {
+                f"eval/{dataset}/per_file": wandb.Table(dataframe=pd.DataFrame(evaluation.rows)),
+                f"eval/{dataset}/noisy_per_file": wandb.Table(
+                    dataframe=pd.DataFrame(evaluation.noisy_rows)
+                ),
+            }
+        )
+        for stat in ("mean", "median"):
+            for metric, value in summary[stat].items():
+                run.summary[f"eval/{dataset}/{metric}" + ("" if stat == "mean" else "_median")] = (
+                    value
+                )
+        for metric, value in summary["noisy"].items():
+            run.summary[f"eval/{dataset}/noisy_{metric}"] = value
+        run.summary[f"eval/{dataset}/n_failed"] = summary["n_failed"]
+    finally:
+        run.finish()
+
+
+def compose_config(config_name: str, overrides: list[str]):
+    """Compose `configs/<config_name>.yaml` with command-line overrides (no Hydra run dir).
+
+    Returns the config with the `hydra` node (for the chosen group names); Hydra and OmegaConf
+    errors come out as one-line UserErrors.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dfablate.train import config_dir, one_line
+
+    if "-m" in overrides or "--multirun" in overrides:
+        raise UserError(f"dfablate {config_name} does not take -m/--multirun")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(one_line(exc)) from exc
+
+
+def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
+    """`dfablate evaluate`: the composed evaluate.yaml -> checkpoint, test set, evaluation.
+
+    With run=DIR and no data= override, the run is evaluated on the dataset it was trained on.
+    """
+    from omegaconf import OmegaConf
+
+    ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
+    data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
+    if not any(o.split("=", 1)[0].lstrip("+~") == "data" for o in overrides):
+        train_cfg, train_data_name = run_config(run_dir)
+        if train_cfg.get("data") and train_data_name:
+            data_cfg, data_name = OmegaConf.create(train_cfg["data"]), train_data_name
+    test_set = load_test_set(data_cfg, data_name, cfg.split)
+    if cfg.split != "test":
+        test_set = TestSet(f"{data_name}-{cfg.split}", test_set.root, test_set.pairs)
+    return evaluate_checkpoint(
+        ckpt,
+        run_dir,
+        test_set,
+        Path(cfg.out_dir) if cfg.out_dir else None,
+        expect_norm=cfg.expect_norm,
+        save_enhanced=bool(cfg.save_enhanced),
+        jobs=cfg.jobs,
+        device=cfg.device,
+        noisy_cache_dir=Path(cfg.noisy_cache_dir) if cfg.noisy_cache_dir else None,
+        wandb_cfg=OmegaConf.to_container(cfg.wandb),
+        progress=bool(cfg.progress),
+    )
+
+
+def summary_table(evaluation: Evaluation):
+    """A rich table: mean of each metric for the enhanced output and the noisy input."""
+    from rich.table import Table
+
+    summary = evaluation.summary
+    table = Table(
+        title=f"{summary['dataset']['name']}: {summary['n_files']} files "
+        f"({summary['n_failed']} not scored), norm={summary['norm']}"
+    )
+    table.add_column("")
+    for metric in METRICS:
+        table.add_column(metric, justify="right")
+    table.add_row("enhanced", *(f"{summary['mean'][m]:.3f}" for m in METRICS))
+    table.add_row("noisy", *(f"{summary['noisy'][m]:.3f}" for m in METRICS))
+    return table
