@@ -38,6 +38,7 @@ class RunMetrics:
     scores: pd.DataFrame  # index: file; columns: metrics (float, NaN where scoring failed)
     dataset: dict | None = None  # the `dataset` entry of summary.json next to the CSV, if any
     noisy: dict | None = None  # mean scores of the unprocessed input, from summary.json
+    experiment: str | None = None  # the training config's `name`, when known
 
 
 @dataclass
@@ -155,8 +156,11 @@ def _find_csv(path: Path, dataset: str | None) -> Path:
     return candidates[0]
 
 
-def _run_identity(csv_path: Path) -> tuple[str | None, int | None, str | None]:
-    """(norm, seed, run name) from the run's .hydra/config.yaml, else from a `<norm>-seed<k>` dir."""
+def _run_identity(
+    csv_path: Path,
+) -> tuple[str | None, int | None, str | None, str | None]:
+    """(norm, seed, run name, experiment) from the run's .hydra/config.yaml, else from a
+    `<norm>-seed<k>` directory name."""
     for parent in list(csv_path.parents)[:4]:
         config = parent / ".hydra" / "config.yaml"
         if config.is_file():
@@ -165,16 +169,18 @@ def _run_identity(csv_path: Path) -> tuple[str | None, int | None, str | None]:
             cfg = OmegaConf.load(config)
             norm = OmegaConf.select(cfg, "norm.name")
             seed = OmegaConf.select(cfg, "seed")
+            experiment = OmegaConf.select(cfg, "name")
             return (
                 None if norm is None else str(norm),
                 None if seed is None else int(seed),
                 parent.name,
+                None if experiment is None else str(experiment),
             )
     for parent in [csv_path.parent, *csv_path.parents]:
         match = RUN_NAME.match(parent.name)
         if match:
-            return match["norm"], int(match["seed"]), parent.name
-    return None, None, None
+            return match["norm"], int(match["seed"]), parent.name, None
+    return None, None, None, None
 
 
 def _default_label(csv_path: Path) -> str:
@@ -206,7 +212,7 @@ def read_scores(csv_path: Path) -> pd.DataFrame:
 def load_run(path: str | Path, dataset: str | None = None, label: str | None = None) -> RunMetrics:
     """Load one input of `dfablate compare`: a run directory, eval directory or metrics CSV."""
     csv_path = _find_csv(Path(path), dataset)
-    norm, seed, run_name = _run_identity(csv_path)
+    norm, seed, run_name, experiment = _run_identity(csv_path)
     summary_path = csv_path.parent / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     label = label or run_name or _default_label(csv_path)
@@ -218,6 +224,7 @@ def load_run(path: str | Path, dataset: str | None = None, label: str | None = N
         scores=read_scores(csv_path),
         dataset=summary.get("dataset"),
         noisy=summary.get("noisy"),
+        experiment=experiment,
     )
 
 
@@ -683,3 +690,50 @@ def default_out_dir(root: Path = Path("outputs")) -> Path:
         k += 1
         path = base.with_name(f"{base.name}_{k}")
     return path
+
+
+def log_comparison_to_wandb(
+    comparison: Comparison, paths: dict[str, Path], mode: str = "auto", project: str = "dfablate"
+) -> None:
+    """One W&B run (job_type "compare") in the output folder: the relative-difference, summary
+    and seed tables, every figure, and the headline numbers in the run summary."""
+    import wandb
+
+    from dfablate.tracking import init_wandb, wandb_mode
+
+    if wandb_mode(mode) == "disabled":
+        return
+    out_dir = paths["report"].parent
+    experiments = {r.experiment for r in comparison.runs}
+    group = experiments.pop() if len(experiments) == 1 and None not in experiments else "compare"
+    config = {
+        "baseline": comparison.baseline,
+        "variants": comparison.variants,
+        "runs": [
+            {"label": r.label, "norm": r.variant, "seed": r.seed, "csv": str(r.csv_path)}
+            for r in comparison.runs
+        ],
+        "n_files": len(comparison.files),
+        "left_out_files": list(comparison.only_in),
+    }
+    run = init_wandb(
+        out_dir, config, project=project, group=group, job_type="compare", mode=mode,
+        tags=[f"norm:{v}" for v in comparison.variants],
+    )  # fmt: skip
+    try:
+        data = {
+            "compare/relative_diff": wandb.Table(dataframe=comparison.relative_diff),
+            "compare/summary": wandb.Table(dataframe=comparison.summary),
+            "compare/seed_means": wandb.Table(dataframe=comparison.run_means),
+        }
+        data.update(
+            {f"compare/{p.stem}": wandb.Image(str(p)) for p in paths.values() if p.suffix == ".png"}
+        )
+        run.log(data)
+        for row in comparison.summary.itertuples(index=False):
+            prefix = f"compare/{row.b}_vs_{row.a}/{row.metric}"
+            for key in ("rel_diff_mean_pct", "rel_diff_median_pct", "mean_diff", "wilcoxon_p",
+                        "b_better_share", "seed_verdict"):  # fmt: skip
+                run.summary[f"{prefix}/{key}"] = getattr(row, key)
+    finally:
+        run.finish()

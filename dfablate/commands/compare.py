@@ -24,10 +24,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--wandb",
-        choices=("offline", "online", "disabled"),
-        default="offline",
-        help="log tables and figures to W&B (default: offline)",
+        choices=("auto", "online", "offline", "disabled"),
+        default="auto",
+        help="log tables and figures to a W&B run in the output folder (default auto: online "
+        "with credentials, else offline)",
     )
+    parser.add_argument("--wandb-project", default="dfablate", help="W&B project")
     parser.set_defaults(handler=run)
 
 
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         compare_runs,
         default_out_dir,
         load_runs,
+        log_comparison_to_wandb,
         print_summary,
         write_outputs,
     )
@@ -44,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
     comparison = compare_runs(runs)
     out_dir = args.out or default_out_dir()
     paths = write_outputs(comparison, out_dir)
+    log_comparison_to_wandb(comparison, paths, mode=args.wandb, project=args.wandb_project)
     print_summary(comparison, paths["report"])
     return 0
