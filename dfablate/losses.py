@@ -10,6 +10,8 @@ arithmetic, so the recipe's loss factors keep their meaning:
   on exactly this scale, so it is kept.
 - `MultiResSpecLoss`: per FFT size, MSE of compressed magnitudes |Y|^g vs |S|^g plus MSE of the
   compressed complex spectra |Y|^g e^{j angle Y} (Hann window, hop n/4, normalised STFT).
+- `SpectralLoss` (DFN2 recipe): the same compressed magnitude + complex MSE on the model's
+  output spectrum directly (no synthesis).
 - `LocalSnrLoss` with `local_snr_target`: MSE between the model's local-SNR output and the local
   SNR of clean vs noise (noisy - clean) spectra, in dB, clamped to [lsnr_min - 1, lsnr_max + 1].
 """
@@ -115,6 +117,36 @@ class MultiResSpecLoss(nn.Module):
         return loss
 
 
+class SpectralLoss(nn.Module):
+    """factor_magnitude * MSE(|Y|^g, |S|^g) + factor_complex * MSE of the compressed complex
+    spectra, on spectra [..., F, 2] (DFN2's recipe uses it beside MultiResSpecLoss)."""
+
+    def __init__(
+        self, gamma: float = 0.3, factor_magnitude: float = 1.0, factor_complex: float = 1.0
+    ):
+        super().__init__()
+        self.gamma = float(gamma)
+        self.factor_magnitude = float(factor_magnitude)
+        self.factor_complex = float(factor_complex)
+
+    def forward(self, enhanced_spec: Tensor, clean_spec: Tensor) -> Tensor:
+        enhanced, clean = _complex(enhanced_spec), _complex(clean_spec)
+        enh_abs, clean_abs = enhanced.abs(), clean.abs()
+        if self.gamma != 1:
+            enh_abs = enh_abs.clamp_min(1e-12).pow(self.gamma)
+            clean_abs = clean_abs.clamp_min(1e-12).pow(self.gamma)
+        loss = (enh_abs - clean_abs).pow(2).mean() * self.factor_magnitude
+        if self.factor_complex > 0:
+            if self.gamma != 1:
+                enhanced = enh_abs * torch.exp(1j * _angle(enhanced))
+                clean = clean_abs * torch.exp(1j * _angle(clean))
+            loss = loss + (
+                F.mse_loss(torch.view_as_real(enhanced), torch.view_as_real(clean))
+                * self.factor_complex
+            )
+        return loss
+
+
 def _local_energy(spec: Tensor, window_size: int) -> Tensor:
     """Hann-weighted moving average over frames of the frame energy; spec [B, C, T, F, 2]."""
     if window_size % 2 == 0:
@@ -147,7 +179,8 @@ def local_snr_target(
 
 
 class DfnLoss(nn.Module):
-    """DFN3 recipe loss: MultiResSpecLoss on synthesised signals + factor * MSE(lsnr, target).
+    """DFN recipe loss: MultiResSpecLoss on synthesised signals + lsnr_factor * MSE(lsnr, target)
+    (+ SpectralLoss when its factors are non-zero, as in the DFN2 recipe).
 
     forward(clean_spec, noisy_spec, enhanced_spec, lsnr) with spectra [B, 1, T, F, 2] from libDF's
     analysis and the model's lsnr [B, T, 1]; returns (total, parts) with parts a dict of the two
@@ -168,10 +201,18 @@ class DfnLoss(nn.Module):
         factor_complex: float = 500.0,
         lsnr_factor: float = 1e-3,
         lsnr_window_ms: float = 20.0,
+        spectral_factor_magnitude: float = 0.0,
+        spectral_factor_complex: float = 0.0,
+        spectral_gamma: float = 1.0,
     ):
         super().__init__()
         self.istft = Istft(fft_size, hop_size, window)
         self.multi_res = MultiResSpecLoss(fft_sizes, gamma, factor, factor_complex)
+        self.spectral = None
+        if spectral_factor_magnitude or spectral_factor_complex:
+            self.spectral = SpectralLoss(
+                spectral_gamma, spectral_factor_magnitude, spectral_factor_complex
+            )
         self.lsnr_factor = float(lsnr_factor)
         self.snr_window = local_snr_window(lsnr_window_ms, sr, fft_size, hop_size)
         self.snr_range = (float(lsnr_min) - 1, float(lsnr_max) + 1)
@@ -189,4 +230,9 @@ class DfnLoss(nn.Module):
         )
         lsnr_loss = F.mse_loss(lsnr.squeeze(-1), target) * self.lsnr_factor
         total = spec_loss + lsnr_loss
-        return total, {"multi_res": spec_loss.detach(), "lsnr": lsnr_loss.detach()}
+        parts = {"multi_res": spec_loss.detach(), "lsnr": lsnr_loss.detach()}
+        if self.spectral is not None:
+            spectral_loss = self.spectral(enhanced_spec, clean_spec)
+            total = total + spectral_loss
+            parts["spectral"] = spectral_loss.detach()
+        return total, parts

@@ -1,0 +1,220 @@
+"""`dfablate train`: the Hydra task that trains one DeepFilterNet variant with Lightning.
+
+`run_cli(overrides)` runs Hydra on `configs/train.yaml` with command-line overrides (`-m` for a
+multirun); each job calls `train(cfg)`, which builds the data module, `DfnSystem`, loggers and
+callbacks from the config and fits. Hydra errors and `UserError`s come out as one-line
+`UserError`s. The configs live in `configs/` next to the `dfablate` package (the project is
+installed editable), so the command works from any directory.
+
+DDP and multiruns: Lightning's `ddp` strategy starts ranks > 0 by re-running the command line.
+Jobs run by the CLI process re-run `dfablate train <this job's overrides>` in the job's run
+directory (never the sweep); jobs in launcher workers (joblib, submitit_local) use `ddp_spawn`;
+on SLURM (submitit_slurm with tasks_per_node = devices) the ranks come from SLURM itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from dfablate.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+log = logging.getLogger(__name__)
+
+_cli_pid: int | None = None  # the process that runs `dfablate train`
+_cli_argv0: str | None = None
+
+
+def config_dir() -> Path:
+    """The project's Hydra config directory (`configs/` beside the package)."""
+    if not (CONFIG_DIR / "train.yaml").is_file():
+        raise UserError(
+            f"config directory {CONFIG_DIR} not found: dfablate runs from a source checkout "
+            "(pip install -e .)"
+        )
+    return CONFIG_DIR
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (Hydra's messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _user_error_cause(exc: BaseException) -> UserError | None:
+    """The UserError that caused `exc` (Hydra wraps errors raised during instantiate)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, UserError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
+    """Run `task_function` under Hydra with `overrides` (as on a command line, `-m` included).
+
+    Any Hydra/OmegaConf error or UserError is raised as a one-line UserError.
+    """
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
+        task_function
+    )
+    saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [saved_argv[0], *overrides]  # Hydra reads its arguments from sys.argv
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # raise instead of printing a traceback and exiting
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException, UserError) as exc:
+        cause = _user_error_cause(exc)
+        message = one_line(cause if cause is not None else exc)
+        raise UserError(message) from exc
+    finally:
+        sys.argv = saved_argv
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
+
+
+def _task(cfg) -> None:
+    train(cfg)
+
+
+def run_cli(overrides: list[str]) -> int:
+    """`dfablate train [overrides]`: run the training task (or a sweep with -m)."""
+    global _cli_pid, _cli_argv0
+    _cli_pid, _cli_argv0 = os.getpid(), sys.argv[0]
+    run_hydra(_task, "train", list(overrides))
+    return 0
+
+
+# --- the task --------------------------------------------------------------------------------
+
+
+def _strategy(requested: Any) -> Any:
+    """The Lightning strategy to use; see the module docstring for DDP under multiruns."""
+    if requested != "ddp":
+        return requested
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+        return requested  # ranks are started by the cluster
+    if _cli_pid is None:
+        return requested  # called from a user's own script: Lightning re-runs that script
+    if os.getpid() != _cli_pid:
+        log.warning("DDP inside a launcher worker process: using strategy ddp_spawn")
+        return "ddp_spawn"
+    from hydra.core.hydra_config import HydraConfig
+
+    # Lightning re-runs sys.argv (+ hydra.run.dir=<this run dir>) for ranks > 0: make that
+    # this single job, not the whole sweep.
+    sys.argv = [_cli_argv0 or sys.argv[0], "train", *HydraConfig.get().overrides.task]
+    return requested
+
+
+def _checkpoint_to_resume(cfg, run_dir: Path) -> str | None:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise UserError(f"ckpt_path={cfg.ckpt_path}: checkpoint not found")
+        return str(path)
+    if cfg.get("resume"):
+        if last.is_file():
+            return str(last)
+        log.warning("resume=true but %s does not exist: starting from scratch", last)
+        return None
+    if last.is_file():
+        raise UserError(
+            f"{run_dir} already holds a training run (checkpoints/last.ckpt): pass resume=true "
+            "to continue it, or choose another name= / seed="
+        )
+    return None
+
+
+def _loggers(cfg, run_dir: Path, resolved: dict[str, Any]) -> list[Any]:
+    loggers: list[Any] = []
+    logger_cfg = cfg.get("logger") or {}
+    if logger_cfg.get("csv") is not None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+    wandb_cfg = logger_cfg.get("wandb")
+    if wandb_cfg is not None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        from dfablate.tracking import wandb_init_kwargs
+
+        kwargs = wandb_init_kwargs(
+            run_dir,
+            project=wandb_cfg.project,
+            group=wandb_cfg.get("group"),
+            tags=list(wandb_cfg.get("tags") or []),
+            job_type="train",
+            mode=wandb_cfg.get("mode", "auto"),
+            entity=wandb_cfg.get("entity"),
+        )
+        kwargs["save_dir"] = kwargs.pop("dir")
+        logger = WandbLogger(**kwargs)
+        logger.log_hyperparams(resolved)
+        loggers.append(logger)
+    return loggers
+
+
+def train(cfg, run_dir: str | Path | None = None) -> Path:
+    """Train one run described by the composed train config; returns its run directory."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+    from lightning.pytorch.utilities import rank_zero_only
+    from omegaconf import OmegaConf
+
+    from dfablate.training import DfnSystem
+
+    if run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = HydraConfig.get().runtime.output_dir
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()  # Hydra's handlers (console, train.log) print them
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if rank_zero_only.rank == 0:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    ckpt_path = _checkpoint_to_resume(cfg, run_dir)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    system = DfnSystem(
+        norm=cfg.norm.name,
+        model=resolved["model"],
+        loss=resolved.get("loss"),
+        optim=resolved.get("optim"),
+        val_metric_utterances=int(cfg.get("val_metric_utterances", 3)),
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg["strategy"] = _strategy(trainer_cfg.get("strategy", "auto"))
+    trainer = instantiate(
+        trainer_cfg,
+        default_root_dir=str(run_dir),
+        logger=_loggers(cfg, run_dir, resolved) or False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+    )
+    if ckpt_path is None and cfg.get("validate_first", True):
+        trainer.validate(system, datamodule=datamodule, verbose=False)
+    trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+    return run_dir
