@@ -56,6 +56,7 @@ class Comparison:
     summary: pd.DataFrame  # one row per (variant, metric)
     run_means: pd.DataFrame  # one row per run: label, variant, seed, mean of every metric
     missing_metrics: list[str] = field(default_factory=list)
+    missing_runs: dict[str, str] = field(default_factory=dict)  # run -> why it has no scores
 
 
 # ---------------------------------------------------------------- statistics
@@ -512,6 +513,8 @@ def _fmt(value, digits: int = 3) -> str:
         return str(int(value))
     if abs(value) != 0 and abs(value) < 10 ** (-digits):
         return f"{value:.1e}"
+    if abs(value) >= 100:  # large relative differences: keep the columns narrow
+        digits = 1 if abs(value) < 1000 else 0
     return f"{value:.{digits}f}"
 
 
@@ -570,6 +573,10 @@ def write_report(comparison: Comparison, out_dir: Path, figures: list[Path]) -> 
         ]
     )
     lines += [markdown_table(inputs), ""]
+    if c.missing_runs:
+        lines += [f"**{len(c.missing_runs)} runs are missing from this comparison:**", ""]
+        lines += [f"- {run}: {why}" for run, why in c.missing_runs.items()]
+        lines += [""]
     lines += [f"{len(c.files)} files are present in every run and compared."]
     if c.only_in:
         lines += [
@@ -670,6 +677,8 @@ def print_summary(comparison: Comparison, report: Path | None = None, console=No
         for row in summary[list(columns)].itertuples(index=False):
             table.add_row(*(_fmt(v) for v in row[:-1]), SHORT_VERDICT[row[-1]])
         console.print(table)
+    for run, why in comparison.missing_runs.items():
+        console.print(f"missing run {run}: {why}", highlight=False)
     if comparison.only_in:
         console.print(f"{len(comparison.only_in)} files missing from some runs were left out")
     if comparison.failed:

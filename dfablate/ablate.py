@@ -1,0 +1,312 @@
+"""`dfablate ablate`: train every variant x seed of an experiment, evaluate each, compare them.
+
+Each stage is skipped when its outputs exist, so running the command again resumes:
+- train: a Hydra multirun of `dfablate train` (the experiment's `hydra.sweeper.params` over
+  `norm` and `seed`, the configured launcher) in a subprocess, for the runs without a completed
+  `train_status.json` (written by `TrainStatusCallback` at the end of each job); unfinished runs
+  continue from their last checkpoint (`resume=true`).
+- evaluate: `dfablate.evaluation` on each trained run, unless a complete evaluation of the same
+  checkpoint on the same test set exists.
+- compare: `dfablate.compare` over all evaluated runs (baseline: the first norm of the sweep),
+  unless `compare/inputs.json` shows the same inputs.
+A failed job does not stop the others; the comparison runs on what exists and lists what is
+missing, and the command exits with status 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from dfablate.errors import UserError
+
+STATUS_FILE = "train_status.json"
+SWEEP_KEYS = ("norm", "seed")
+ABLATE_PREFIX = "ablate."
+
+
+class TrainStatusCallback(Callback):
+    """Hydra callback: record each training job's outcome in `<run dir>/train_status.json`."""
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+
+        run_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
+        status = {"status": job_return.status.name}
+        if job_return.status != JobStatus.COMPLETED:
+            error = job_return._return_value
+            status["error"] = " ".join(f"{type(error).__name__}: {error}".split())
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / STATUS_FILE).write_text(json.dumps(status) + "\n")
+
+
+@dataclass
+class Job:
+    """One variant x seed of the experiment and where its run lives."""
+
+    norm: str
+    seed: int
+    run_dir: Path
+    failure: str | None = None  # why this run is missing from the comparison
+
+    @property
+    def label(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def checkpoint(self) -> Path | None:
+        for name in ("best", "last"):
+            path = self.run_dir / "checkpoints" / f"{name}.ckpt"
+            if path.is_file():
+                return path
+        return None
+
+    def trained(self) -> bool:
+        status_path = self.run_dir / STATUS_FILE
+        if not status_path.is_file() or self.checkpoint is None:
+            return False
+        return json.loads(status_path.read_text()).get("status") == "COMPLETED"
+
+
+@dataclass
+class Plan:
+    """The composed experiment: its jobs, the training overrides, evaluation settings."""
+
+    name: str
+    experiment_dir: Path
+    jobs: list[Job]
+    train_overrides: list[str]
+    data_cfg: object  # the data config (OmegaConf) the test set comes from
+    data_name: str
+    settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """(ablate.* overrides, plain training overrides, sweeps over norm/seed given on the line)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    ablate, train, sweeps = [], [], {}
+    parser = OverridesParser.create()
+    for text in overrides:
+        if text in ("-m", "--multirun"):
+            continue
+        if text.startswith(ABLATE_PREFIX):
+            ablate.append(text[len(ABLATE_PREFIX) :])
+            continue
+        override = parser.parse_override(text)
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            if key not in SWEEP_KEYS:
+                raise UserError(f"{text}: ablate sweeps only {' and '.join(SWEEP_KEYS)}")
+            sweeps[key] = [str(v) for v in override.sweep_string_iterator()]
+        else:
+            train.append(text)
+    return ablate, train, sweeps
+
+
+def _sweep_values(cfg, key: str, sweeps: dict[str, list[str]]) -> list[str]:
+    if key in sweeps:
+        return sweeps[key]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = cfg.hydra.sweeper.get("params") or {}
+    if key not in params:
+        return [str(cfg.norm.name if key == "norm" else cfg.seed)]
+    override = OverridesParser.create().parse_override(f"{key}={params[key]}")
+    if not override.is_sweep_override():
+        return [str(override.value())]
+    return [str(v) for v in override.sweep_string_iterator()]
+
+
+def plan(overrides: list[str]) -> Plan:
+    """Compose the training config of the experiment and list its variant x seed jobs."""
+    from omegaconf import OmegaConf
+
+    from dfablate.evaluation import compose_config
+    from dfablate.train import config_dir
+
+    ablate_overrides, train_overrides, sweeps = _split_overrides(overrides)
+    if not any(o.split("=", 1)[0] == "experiment" for o in train_overrides):
+        train_overrides.insert(0, "experiment=demo")
+    cfg = compose_config("train", train_overrides)
+    extra = set((cfg.hydra.sweeper.get("params") or {}).keys()) - set(SWEEP_KEYS)
+    if extra:
+        raise UserError(
+            f"the experiment sweeps {', '.join(sorted(extra))}: ablate sweeps only norm and seed"
+        )
+    settings = OmegaConf.load(config_dir() / "ablate.yaml")
+    if cfg.get("ablate") is not None:
+        settings = OmegaConf.merge(settings, cfg.ablate)
+    if ablate_overrides:
+        settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(ablate_overrides))
+    train_wandb = (cfg.get("logger") or {}).get("wandb")
+    if settings.wandb.mode is None:  # follow the training logger: no W&B there, none here
+        settings.wandb.mode = train_wandb.get("mode", "auto") if train_wandb else "disabled"
+    if settings.wandb.project is None:
+        settings.wandb.project = train_wandb.project if train_wandb else "dfablate"
+    norms, seeds = _sweep_values(cfg, "norm", sweeps), _sweep_values(cfg, "seed", sweeps)
+    jobs = []
+    for norm, seed in itertools.product(norms, seeds):
+        job_cfg = compose_config("train", [*train_overrides, f"norm={norm}", f"seed={seed}"])
+        sweep = job_cfg.hydra.sweep
+        jobs.append(Job(norm, int(seed), Path(str(sweep.dir)) / str(sweep.subdir)))
+    data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
+    if settings.evaluate.get("data"):
+        data_cfg = compose_config("evaluate", [f"data={settings.evaluate.data}"]).data
+        data_name = settings.evaluate.data
+    return Plan(
+        name=str(cfg.name),
+        experiment_dir=Path(str(cfg.hydra.sweep.dir)),
+        jobs=jobs,
+        train_overrides=train_overrides,
+        data_cfg=data_cfg,
+        data_name=data_name,
+        settings=settings,
+    )
+
+
+# ---------------------------------------------------------------- stages
+
+
+def train_missing(plan: Plan, console) -> None:
+    """Run `dfablate train -m` for the jobs not trained yet; record failures on the jobs."""
+    missing = [job for job in plan.jobs if not job.trained()]
+    plan.skipped["train"] = [job.label for job in plan.jobs if job not in missing]
+    if not missing:
+        console.print(f"train: all {len(plan.jobs)} runs already trained, skipped")
+        return
+    norms = list(dict.fromkeys(job.norm for job in missing))
+    seeds = list(dict.fromkeys(job.seed for job in missing))
+    if len(missing) == len(norms) * len(seeds):  # a full grid: one sweep
+        batches = [(norms, seeds)]
+    else:
+        batches = [([n], [j.seed for j in missing if j.norm == n]) for n in norms]
+    for batch_norms, batch_seeds in batches:
+        command = [
+            sys.executable, "-m", "dfablate.cli", "train", "-m", *plan.train_overrides,
+            f"norm={','.join(batch_norms)}", f"seed={','.join(str(s) for s in batch_seeds)}",
+            "resume=true",
+            f"+hydra.callbacks.ablate_status._target_={__name__}.TrainStatusCallback",
+        ]  # fmt: skip
+        console.print(f"train: {' '.join(command[3:])}")
+        subprocess.run(command, check=False)
+    for job in missing:
+        if job.trained():
+            continue
+        status_path = job.run_dir / STATUS_FILE
+        if status_path.is_file() and "error" in (status := json.loads(status_path.read_text())):
+            job.failure = f"training failed: {status['error']}"
+        elif job.checkpoint is None:
+            job.failure = f"training produced no checkpoint (see {job.run_dir / 'train.log'})"
+        else:
+            job.failure = f"training did not finish (see {job.run_dir / 'train.log'})"
+
+
+def evaluate_trained(plan: Plan, console) -> None:
+    """Evaluate every trained run that has no complete evaluation of its checkpoint yet."""
+    from omegaconf import OmegaConf
+
+    from dfablate.evaluation import evaluate_checkpoint, is_evaluated, load_test_set
+
+    test_set = load_test_set(plan.data_cfg, plan.data_name, plan.settings.evaluate.split)
+    options = plan.settings.evaluate
+    skipped = plan.skipped.setdefault("evaluate", [])
+    for job in plan.jobs:
+        if job.failure:
+            continue
+        ckpt = job.checkpoint
+        if is_evaluated(job.run_dir, test_set, ckpt):
+            skipped.append(job.label)
+            continue
+        console.print(f"evaluate: {job.label} ({ckpt.name}) on {test_set.name}")
+        try:
+            evaluate_checkpoint(
+                ckpt,
+                job.run_dir,
+                test_set,
+                expect_norm=job.norm,
+                save_enhanced=bool(options.save_enhanced),
+                jobs=options.jobs,
+                device=options.device,
+                noisy_cache_dir=Path(options.noisy_cache_dir) if options.noisy_cache_dir else None,
+                wandb_cfg=OmegaConf.to_container(plan.settings.wandb),
+            )
+        except UserError as exc:
+            job.failure = f"evaluation failed: {exc}"
+    if skipped:
+        console.print(f"evaluate: {len(skipped)} runs already evaluated, skipped")
+
+
+def compare_evaluated(plan: Plan, console):
+    """Compare the evaluated runs (baseline: the first norm); None when fewer than 2 variants."""
+    from dfablate.compare import (
+        compare_runs,
+        load_runs,
+        log_comparison_to_wandb,
+        print_summary,
+        write_outputs,
+    )
+
+    available = [job for job in plan.jobs if not job.failure]
+    missing = {job.label: job.failure for job in plan.jobs if job.failure}
+    if len({job.norm for job in available}) < 2:
+        console.print(
+            "compare: needs evaluated runs of at least two norms; "
+            f"have {', '.join(j.label for j in available) or 'none'}"
+        )
+        return None
+    out_dir = Path(plan.settings.compare_dir or plan.experiment_dir / "compare")
+    dataset = plan.data_name
+    csvs = [job.run_dir / "eval" / dataset / "metrics.csv" for job in available]
+    inputs = {"runs": [str(p) for p in csvs], "sha1": [_sha1(p) for p in csvs], "missing": missing}
+    inputs_path = out_dir / "inputs.json"
+    runs = load_runs([job.run_dir for job in available], dataset=dataset)
+    comparison = compare_runs(runs)
+    comparison.missing_runs = missing
+    report = out_dir / "report.md"
+    if report.is_file() and inputs_path.is_file():
+        if json.loads(inputs_path.read_text()) == inputs:
+            plan.skipped["compare"] = [str(out_dir)]
+            console.print(f"compare: {out_dir} is up to date, skipped")
+            print_summary(comparison, report, console)
+            return comparison
+    paths = write_outputs(comparison, out_dir)
+    log_comparison_to_wandb(
+        comparison, paths, mode=plan.settings.wandb.mode, project=plan.settings.wandb.project
+    )
+    inputs_path.write_text(json.dumps(inputs, indent=1) + "\n")
+    print_summary(comparison, paths["report"], console)
+    return comparison
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def run_ablation(overrides: list[str]) -> int:
+    """The whole ablation; exit status 0 when every run was trained, evaluated and compared."""
+    from rich.console import Console
+
+    console = Console()
+    ablation = plan(overrides)
+    console.print(
+        f"ablation {ablation.name}: {len(ablation.jobs)} runs "
+        f"({', '.join(j.label for j in ablation.jobs)}) in {ablation.experiment_dir}"
+    )
+    train_missing(ablation, console)
+    evaluate_trained(ablation, console)
+    comparison = compare_evaluated(ablation, console)
+    failed = [job for job in ablation.jobs if job.failure]
+    for job in failed:
+        console.print(f"[red]missing {job.label}[/red]: {job.failure}", highlight=False)
+    if failed or comparison is None:
+        return 1
+    return 0
