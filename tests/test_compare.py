@@ -210,3 +210,17 @@ def test_cli_writes_outputs_and_prints_table(tmp_path, capsys):
         "relative_diff_by_file.png",
         "relative_diff_distribution.png",
     }
+
+
+def test_comparison_is_logged_to_wandb_offline(tmp_path):
+    from dfablate.tracking import read_offline_run
+
+    a = write_run(tmp_path, "original", 0, {"pesq": [2.0, 1.0, 4.0, 2.5]})
+    b = write_run(tmp_path, "fixed", 0, {"pesq": [3.0, 1.5, 3.0, 2.5]})
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--out", str(out)]) == 0  # WANDB_MODE=offline
+    logged = read_offline_run(out / "wandb")
+    assert logged.run["job_type"] == "compare"
+    assert logged.summary["compare/fixed_vs_original/pesq/rel_diff_median_pct"] == 25.0
+    assert logged.summary["compare/relative_diff"]["nrows"] == 4
+    assert logged.summary["compare/relative_diff_by_file"]["_type"] == "image-file"

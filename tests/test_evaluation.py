@@ -1,0 +1,165 @@
+"""Evaluation on real speech: CSV layout, resume after an interruption, the noisy cache,
+W&B offline logging and one-line errors for bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from dfablate.audio import load_audio
+from dfablate.cli import main
+from dfablate.data.valentini import find_pairs
+from dfablate.evaluation import COLUMNS, evaluate_model
+from dfablate.evaluation import TestSet as EvalSet  # not collected by pytest
+from dfablate.tracking import read_offline_run
+from dfablate.training import DfnSystem
+
+TINY = {"conv_ch": 8, "emb_hidden_dim": 32, "df_hidden_dim": 32, "enc_linear_groups": 8,
+        "linear_groups": 8}  # fmt: skip
+SEGMENT = 2 * 48_000
+
+
+@pytest.fixture(scope="module")
+def testset_root(tmp_path_factory, speech_48k, noisy_48k) -> Path:
+    """A Valentini-layout test split: four 2 s pairs of real speech in real noise, plus one
+    pair whose clean side is silent (PESQ cannot score it)."""
+    root = tmp_path_factory.mktemp("valentini")
+    clean, noisy = load_audio(speech_48k, 48_000), load_audio(noisy_48k, 48_000)
+    for folder in ("clean_testset_wav", "noisy_testset_wav"):
+        (root / folder).mkdir()
+    for i in range(4):
+        part = slice(i * SEGMENT, (i + 1) * SEGMENT)
+        sf.write(root / "clean_testset_wav" / f"p232_00{i}.wav", clean[part], 48_000)
+        sf.write(root / "noisy_testset_wav" / f"p232_00{i}.wav", noisy[part], 48_000)
+    sf.write(root / "clean_testset_wav" / "p257_001.wav", np.zeros(SEGMENT, np.float32), 48_000)
+    sf.write(root / "noisy_testset_wav" / "p257_001.wav", noisy[:SEGMENT], 48_000)
+    return root
+
+
+def save_checkpoint(run_dir: Path, norm: str, seed: int = 0) -> Path:
+    """A run directory with a checkpoint of an (untrained) tiny DFN3, written by the real
+    module's checkpoint hook, and the training config the run records."""
+    torch.manual_seed(seed)
+    system = DfnSystem(norm=norm, model={"arch": "dfn3", "params": TINY})
+    checkpoint = {"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams)}
+    system.on_save_checkpoint(checkpoint)
+    path = run_dir / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save(checkpoint, path)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"name: test\nseed: {seed}\nnorm:\n  name: {norm}\n"
+    )
+    return path
+
+
+class StopAfter(torch.nn.Module):
+    """The real model, interrupted (like Ctrl-C) when asked for utterance `stop_at`."""
+
+    def __init__(self, model: torch.nn.Module, stop_at: int):
+        super().__init__()
+        self.model, self.stop_at, self.calls = model, stop_at, 0
+
+    def forward(self, *inputs):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.model(*inputs)
+
+
+def test_interrupted_evaluation_resumes_without_recomputing(testset_root, tmp_path):
+    torch.manual_seed(0)
+    system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
+    test_set = EvalSet("toy", testset_root, find_pairs(testset_root, "test"))
+    out, cache = tmp_path / "eval", tmp_path / "cache"
+    options = dict(identity={"checkpoint_sha1": "abc"}, noisy_cache_dir=cache, jobs=1,
+                   progress=False)  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(system.features, StopAfter(system.dfnet, 4), test_set, out, **options)
+    partial = pd.read_csv(out / "metrics.csv")
+    assert 1 <= len(partial) <= 3
+    # mark the finished rows: a recomputation would overwrite the marker
+    marked = partial.assign(pesq=9.5)
+    text = marked.to_csv(index=False) + "p232_003.wav,1.2,0.9"  # a line cut by the interrupt
+    (out / "metrics.csv").write_text(text)
+
+    resumed = StopAfter(system.dfnet, 0)
+    evaluation = evaluate_model(
+        system.features, resumed, test_set, out, save_enhanced=True, **options
+    )
+    assert resumed.calls == 5 - len(partial)  # only the missing files were enhanced
+    table = pd.read_csv(out / "metrics.csv").fillna({"error": ""})
+    assert list(table.columns) == list(COLUMNS)
+    assert table["file"].tolist() == [p.noisy.name for p in test_set.pairs]
+    by_file = table.set_index("file")
+    assert (by_file.loc[partial["file"], "pesq"] == 9.5).all()
+    silent = by_file.loc["p257_001.wav"]
+    assert "NoUtterancesError" in silent["error"] or "MetricError" in silent["error"]
+    assert evaluation.summary["n_failed"] == 1
+    # the saved enhanced audio is the delay-free model output, same length as the input
+    noisy = load_audio(testset_root / "noisy_testset_wav" / "p232_003.wav", 48_000)
+    saved, rate = sf.read(out / "enhanced" / "p232_003.wav", dtype="float32")
+    assert rate == 48_000 and saved.shape == noisy.shape
+    np.testing.assert_allclose(saved, system.enhance(torch.from_numpy(noisy)).numpy(), atol=1e-6)
+
+    # the noisy input was scored once, into the cache: a marker there survives another run
+    noisy_csv = Path(evaluation.summary["noisy_metrics_csv"])
+    noisy_table = pd.read_csv(noisy_csv)
+    assert len(noisy_table) == 5
+    noisy_table.assign(stoi=0.25).to_csv(noisy_csv, index=False)
+    (out / "eval_state.json").write_text("{}")  # pretend another checkpoint: start over
+    with pytest.warns(UserWarning, match="re-evaluating"):
+        again = evaluate_model(system.features, system.dfnet, test_set, out, **options)
+    assert again.summary["noisy"]["stoi"] == pytest.approx(0.25)
+    assert again.summary["mean"]["pesq"] < 5  # recomputed, marker gone
+
+
+def test_cli_evaluate_run_dir_with_wandb(testset_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "runs" / "fixed-seed3"
+    save_checkpoint(run_dir, "fixed", seed=3)
+    code = main(
+        ["evaluate", f"run={run_dir}", "data=valentini", f"data.root={testset_root}", "jobs=2",
+         f"noisy_cache_dir={tmp_path / 'cache'}", "progress=false"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    out = run_dir / "eval" / "valentini"
+    table = pd.read_csv(out / "metrics.csv")
+    assert list(table.columns) == list(COLUMNS) and len(table) == 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["norm"] == "fixed" and summary["seed"] == 3 and summary["complete"]
+    assert summary["dataset"]["n_files"] == 5
+    assert summary["mean"]["pesq"] == pytest.approx(table["pesq"].mean())
+    assert "noisy" in capsys.readouterr().out
+
+    logged = read_offline_run(out / "wandb")
+    assert logged.run["job_type"] == "eval" and "norm:fixed" in logged.run["tags"]
+    assert logged.config["norm"] == {"name": "fixed"}
+    assert logged.summary["eval/valentini/pesq"] == pytest.approx(summary["mean"]["pesq"])
+    assert logged.summary["eval/valentini/per_file"]["nrows"] == 5
+
+
+def test_bad_inputs_are_one_line_errors(testset_root, tmp_path, capsys):
+    empty_run = tmp_path / "original-seed0"
+    empty_run.mkdir()
+    assert main(["evaluate", f"run={empty_run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no checkpoint" in err and str(empty_run) in err
+
+    run_dir = tmp_path / "fixed-seed0"
+    save_checkpoint(run_dir, "fixed")
+    args = ["evaluate", f"run={run_dir}", "expect_norm=original", "data=valentini",
+            f"data.root={testset_root}", "wandb.mode=disabled"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "norm=fixed" in err and "norm=original" in err
+
+    assert main(["evaluate", f"ckpt={tmp_path / 'missing.ckpt'}"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
