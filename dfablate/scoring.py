@@ -162,6 +162,8 @@ def _score_in_processes(
                 details = None
             on_row(row, details)
     except BaseException:
+        for future in futures:  # the pool's own cancel_futures is lost if it is collected first
+            future.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()

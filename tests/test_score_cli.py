@@ -1,0 +1,292 @@
+"""`dfablate score` end to end: real audio files, bad inputs, exit codes, resuming."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pesq import pesq
+
+from dfablate.audio import read_audio
+from dfablate.cli import main
+from dfablate.errors import UserError
+from dfablate.scoring import COLUMNS
+
+DFABLATE = Path(sys.executable).with_name("dfablate")
+RATE = 16000
+METRIC_COLUMNS = COLUMNS[1:-1]
+
+
+def _read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == COLUMNS
+        return {row["file"]: row for row in reader}
+
+
+@pytest.fixture(scope="module")
+def speech(data_dir) -> tuple[np.ndarray, np.ndarray]:
+    """Two seconds of real 16 kHz speech and of real noise at the same rate."""
+    clean, _ = read_audio(data_dir / "arctic_a0007.wav")
+    noise, _ = read_audio(data_dir / "noise_freesound_573577.wav")
+    return clean[: 2 * RATE], noise[::3][: 2 * RATE]
+
+
+def _write_good_pair(clean_dir: Path, enhanced_dir: Path, name: str, speech, noise_gain: float):
+    clean, noise = speech
+    sf.write(clean_dir / name, clean, RATE)
+    sf.write(enhanced_dir / name, clean + noise_gain * noise, RATE)
+
+
+@pytest.fixture
+def dirs(tmp_path) -> tuple[Path, Path]:
+    clean_dir, enhanced_dir = tmp_path / "clean", tmp_path / "enhanced"
+    clean_dir.mkdir()
+    enhanced_dir.mkdir()
+    return clean_dir, enhanced_dir
+
+
+def _write_bad_pairs(clean_dir: Path, enhanced_dir: Path, speech) -> dict[str, str]:
+    """One pair per kind of bad input; returns name -> text expected in the error column."""
+    clean, noise = speech
+    noisy = (clean + 0.3 * noise).astype(np.float32)
+    rng = np.random.default_rng(0)
+
+    sf.write(clean_dir / "silent.wav", np.zeros(RATE, np.float32), RATE)
+    sf.write(enhanced_dir / "silent.wav", 0.01 * rng.standard_normal(RATE), RATE)
+    with_nan = noisy.copy()
+    with_nan[1000] = np.nan
+    sf.write(clean_dir / "nan.wav", clean, RATE)
+    sf.write(enhanced_dir / "nan.wav", with_nan, RATE, subtype="FLOAT")
+    with_inf = noisy.copy()
+    with_inf[5] = np.inf
+    sf.write(clean_dir / "inf.wav", with_inf, RATE, subtype="FLOAT")
+    sf.write(enhanced_dir / "inf.wav", noisy, RATE)
+    sf.write(clean_dir / "corrupt.wav", clean, RATE)
+    (enhanced_dir / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + rng.bytes(2000))
+    sf.write(clean_dir / "truncated.wav", clean, RATE)
+    sf.write(enhanced_dir / "truncated.wav", noisy, RATE)
+    data = (enhanced_dir / "truncated.wav").read_bytes()
+    (enhanced_dir / "truncated.wav").write_bytes(data[: len(data) // 2])
+    sf.write(clean_dir / "stereo.wav", clean, RATE)
+    sf.write(enhanced_dir / "stereo.wav", np.stack([noisy, noisy], axis=1), RATE)
+    sf.write(clean_dir / "rate.wav", clean, RATE)
+    sf.write(enhanced_dir / "rate.wav", noisy, 8000)
+    sf.write(clean_dir / "length.wav", clean, RATE)
+    sf.write(enhanced_dir / "length.wav", noisy[:-160], RATE)
+    sf.write(clean_dir / "clean_only.wav", clean, RATE)
+    sf.write(enhanced_dir / "enhanced_only.wav", noisy, RATE)
+    return {
+        "silent.wav": "no speech",
+        "nan.wav": "NaN or Inf",
+        "inf.wav": "NaN or Inf",
+        "corrupt.wav": "cannot read audio",
+        "truncated.wav": "length mismatch",
+        "stereo.wav": "2 channels",
+        "rate.wav": "sample rate mismatch",
+        "length.wav": "length mismatch",
+        "clean_only.wav": "no enhanced file",
+        "enhanced_only.wav": "no clean reference",
+    }
+
+
+def test_every_bad_input_gets_an_error_row_and_the_rest_is_scored(dirs, speech, tmp_path, capsys):
+    clean_dir, enhanced_dir = dirs
+    _write_good_pair(clean_dir, enhanced_dir, "good_a.wav", speech, 0.3)
+    _write_good_pair(clean_dir, enhanced_dir, "good_b.wav", speech, 0.05)
+    expected_errors = _write_bad_pairs(clean_dir, enhanced_dir, speech)
+    out = tmp_path / "metrics.csv"
+
+    code = main(["score", str(clean_dir), str(enhanced_dir), "--out", str(out), "--jobs", "2"])
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "Traceback" not in captured.err + captured.out
+    rows = _read_csv(out)
+    assert list(rows) == sorted(rows)  # sorted by file
+    assert set(rows) == {"good_a.wav", "good_b.wav", *expected_errors}
+    for name, fragment in expected_errors.items():
+        assert fragment in rows[name]["error"], (name, rows[name]["error"])
+        assert all(math.isnan(float(rows[name][m])) for m in METRIC_COLUMNS), name
+        assert f"failed: {name}" in captured.err
+    for name in ("good_a.wav", "good_b.wav"):
+        assert rows[name]["error"] == ""
+        clean, _ = sf.read(clean_dir / name, dtype="float32")
+        enhanced, _ = sf.read(enhanced_dir / name, dtype="float32")
+        assert float(rows[name]["pesq"]) == pytest.approx(pesq(RATE, clean, enhanced, "wb"))
+        assert all(math.isfinite(float(rows[name][m])) for m in METRIC_COLUMNS)
+    assert float(rows["good_b.wav"]["pesq"]) > float(rows["good_a.wav"]["pesq"])  # less noise
+    assert f"scored: 2, failed: {len(expected_errors)}" in captured.out
+    mean_pesq = (float(rows["good_a.wav"]["pesq"]) + float(rows["good_b.wav"]["pesq"])) / 2
+    assert f"{mean_pesq:.4f}" in captured.out
+
+
+def test_two_files_give_one_row_named_after_the_enhanced_file(dirs, speech, tmp_path, capsys):
+    clean_dir, enhanced_dir = dirs
+    _write_good_pair(clean_dir, enhanced_dir, "x.wav", speech, 0.1)
+    out = tmp_path / "sub" / "one.csv"
+    code = main(["score", str(clean_dir / "x.wav"), str(enhanced_dir / "x.wav"), "--out", str(out)])
+    assert code == 0
+    rows = _read_csv(out)
+    assert list(rows) == ["x.wav"] and rows["x.wav"]["error"] == ""
+    assert "scored: 1, failed: 0" in capsys.readouterr().out
+
+
+def test_nothing_scored_exits_1_and_still_writes_the_rows(dirs, speech, tmp_path, capsys):
+    clean_dir, enhanced_dir = dirs
+    clean, _ = speech
+    sf.write(clean_dir / "a.wav", clean, RATE)
+    sf.write(enhanced_dir / "a.wav", clean, 8000)
+    out = tmp_path / "m.csv"
+    assert main(["score", str(clean_dir), str(enhanced_dir), "--out", str(out)]) == 1
+    assert "sample rate mismatch" in _read_csv(out)["a.wav"]["error"]
+    assert "no file could be scored" in capsys.readouterr().err
+
+
+def test_wrong_arguments_exit_2_with_one_line_naming_the_path(dirs, speech, tmp_path, capsys):
+    clean_dir, enhanced_dir = dirs
+    _write_good_pair(clean_dir, enhanced_dir, "x.wav", speech, 0.1)
+    cases = {
+        "nope": (["score", str(tmp_path / "nope"), str(enhanced_dir)], "nope"),
+        "file vs dir": (["score", str(clean_dir / "x.wav"), str(enhanced_dir)], "both be files"),
+    }
+    (tmp_path / "empty_a").mkdir()
+    (tmp_path / "empty_b").mkdir()
+    cases["empty"] = (["score", str(tmp_path / "empty_a"), str(tmp_path / "empty_b")], "empty_a")
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("name,score\nx.wav,1\n")
+    cases["foreign csv"] = (
+        ["score", str(clean_dir), str(enhanced_dir), "--out", str(foreign)],
+        "foreign.csv",
+    )
+    cases["out is a dir"] = (
+        ["score", str(clean_dir), str(enhanced_dir), "--out", str(tmp_path)],
+        "is a directory",
+    )
+    for label, (argv, fragment) in cases.items():
+        assert main(argv) == 2, label
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and fragment in err and "\n" not in err, (label, err)
+    assert foreign.read_text() == "name,score\nx.wav,1\n"  # left alone
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", str(clean_dir), str(enhanced_dir), "--jobs", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        main(["-v", "score", str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def test_finished_rows_are_kept_and_errors_or_changed_files_rescored(dirs, speech, tmp_path):
+    clean_dir, enhanced_dir = dirs
+    for name in ("a.wav", "b.wav", "c.wav", "d.wav"):
+        _write_good_pair(clean_dir, enhanced_dir, name, speech, 0.2)
+    out = tmp_path / "m.csv"
+    sentinel = ["9.5"] * len(METRIC_COLUMNS)
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        writer.writerow(["b.wav", *sentinel, ""])  # finished: must be kept as is
+        writer.writerow(["c.wav", *sentinel, "some earlier failure"])  # error: retried
+        writer.writerow(["d.wav", *sentinel, ""])  # its audio changes below: rescored
+        writer.writerow(["gone.wav", *sentinel, ""])  # no longer in the inputs: dropped
+        handle.write("a.wav,2.5,0.9")  # a line cut short by an interruption
+    written = out.stat().st_mtime_ns
+    clean, noise = speech
+    sf.write(enhanced_dir / "d.wav", clean + 0.5 * noise, RATE)
+    os.utime(enhanced_dir / "d.wav", ns=(written + 10**9, written + 10**9))
+
+    assert main(["score", str(clean_dir), str(enhanced_dir), "--out", str(out)]) == 0
+
+    rows = _read_csv(out)
+    assert list(rows) == ["a.wav", "b.wav", "c.wav", "d.wav"]
+    assert [rows["b.wav"][m] for m in METRIC_COLUMNS] == sentinel
+    for name in ("a.wav", "c.wav", "d.wav"):
+        assert rows[name]["error"] == ""
+        assert float(rows[name]["pesq"]) < 5
+
+
+def test_killed_run_resumes_to_the_same_csv_as_an_uninterrupted_run(dirs, speech, tmp_path):
+    clean_dir, enhanced_dir = dirs
+    names = [f"utt{i:02d}.wav" for i in range(10)]
+    for i, name in enumerate(names):
+        _write_good_pair(clean_dir, enhanced_dir, name, speech, 0.02 * (i + 1))
+    uninterrupted, resumed = tmp_path / "full.csv", tmp_path / "resumed.csv"
+    command = [str(DFABLATE), "score", str(clean_dir), str(enhanced_dir), "--jobs", "1"]
+
+    process = subprocess.Popen([*command, "--out", str(resumed)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if resumed.exists() and len(resumed.read_text().splitlines()) >= 4:  # header + 3 rows
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = _read_csv(resumed)
+    assert 3 <= len(partial) < len(names), "the run was not interrupted part-way"
+    stale = {name: row["pesq"] for name, row in partial.items() if row["error"] == ""}
+
+    subprocess.run([*command, "--out", str(resumed)], check=True, capture_output=True)
+    subprocess.run(
+        [*command, "--out", str(uninterrupted)], check=True, capture_output=True, text=True
+    )
+
+    assert resumed.read_bytes() == uninterrupted.read_bytes()
+    final = _read_csv(resumed)
+    assert list(final) == names
+    assert all(final[name]["pesq"] == pesq for name, pesq in stale.items())
+
+
+def test_parallel_and_serial_runs_write_identical_csvs(dirs, speech, tmp_path):
+    clean_dir, enhanced_dir = dirs
+    for i in range(4):
+        _write_good_pair(clean_dir, enhanced_dir, f"u{i}.wav", speech, 0.1 * (i + 1))
+    shutil.copy(clean_dir / "u0.wav", enhanced_dir / "extra.wav")
+    serial, parallel = tmp_path / "serial.csv", tmp_path / "parallel.csv"
+    assert (
+        main(["score", str(clean_dir), str(enhanced_dir), "--out", str(serial), "--jobs", "1"]) == 0
+    )
+    args = ["score", str(clean_dir), str(enhanced_dir), "--out", str(parallel), "--jobs", "2"]
+    assert main(args) == 0
+    assert serial.read_bytes() == parallel.read_bytes()
+
+
+def test_ctrl_c_stops_the_workers_promptly_and_keeps_finished_rows(dirs, speech, tmp_path):
+    clean_dir, enhanced_dir = dirs
+    names = [f"utt{i:02d}.wav" for i in range(16)]
+    for i, name in enumerate(names):
+        _write_good_pair(clean_dir, enhanced_dir, name, speech, 0.01 * (i + 1))
+    out = tmp_path / "m.csv"
+    command = [str(DFABLATE), "score", str(clean_dir), str(enhanced_dir), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--jobs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends
+    _, err = process.communicate(timeout=30)  # the queued pairs are dropped, not scored
+
+    assert process.returncode == 130
+    assert "interrupted" in err and "rerun to resume" in err and "Traceback" not in err
+    kept = _read_csv(out)
+    assert 2 <= len(kept) < len(names)
+    assert main(["score", str(clean_dir), str(enhanced_dir), "--out", str(out)]) == 0
+    assert list(_read_csv(out)) == names
