@@ -42,7 +42,8 @@ class TrainStatusCallback(Callback):
         status = {"status": job_return.status.name}
         if job_return.status != JobStatus.COMPLETED:
             error = job_return._return_value
-            status["error"] = " ".join(f"{type(error).__name__}: {error}".split())
+            message = " ".join(f"{type(error).__name__}: {error}".split())
+            status["error"] = message if len(message) <= 300 else message[:299] + "…"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / STATUS_FILE).write_text(json.dumps(status) + "\n")
 
@@ -83,8 +84,7 @@ class Plan:
     experiment_dir: Path
     jobs: list[Job]
     train_overrides: list[str]
-    data_cfg: object  # the data config (OmegaConf) the test set comes from
-    data_name: str
+    test_set: object  # dfablate.evaluation.TestSet every run is evaluated on
     settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
@@ -102,11 +102,13 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[s
             ablate.append(text[len(ABLATE_PREFIX) :])
             continue
         override = parser.parse_override(text)
+        key = override.get_key_element()
         if override.is_sweep_override():
-            key = override.get_key_element()
             if key not in SWEEP_KEYS:
                 raise UserError(f"{text}: ablate sweeps only {' and '.join(SWEEP_KEYS)}")
             sweeps[key] = [str(v) for v in override.sweep_string_iterator()]
+        elif key in SWEEP_KEYS:  # one value replaces the experiment's sweep over that key
+            sweeps[key] = [str(override.value())]
         else:
             train.append(text)
     return ablate, train, sweeps
@@ -130,7 +132,7 @@ def plan(overrides: list[str]) -> Plan:
     """Compose the training config of the experiment and list its variant x seed jobs."""
     from omegaconf import OmegaConf
 
-    from dfablate.evaluation import compose_config
+    from dfablate.evaluation import compose_config, load_test_set
     from dfablate.train import config_dir
 
     ablate_overrides, train_overrides, sweeps = _split_overrides(overrides)
@@ -162,13 +164,14 @@ def plan(overrides: list[str]) -> Plan:
     if settings.evaluate.get("data"):
         data_cfg = compose_config("evaluate", [f"data={settings.evaluate.data}"]).data
         data_name = settings.evaluate.data
+    options = settings.evaluate
+    test_set = load_test_set(data_cfg, data_name, options.split, options.max_files)
     return Plan(
         name=str(cfg.name),
         experiment_dir=Path(str(cfg.hydra.sweep.dir)),
         jobs=jobs,
         train_overrides=train_overrides,
-        data_cfg=data_cfg,
-        data_name=data_name,
+        test_set=test_set,
         settings=settings,
     )
 
@@ -214,10 +217,9 @@ def evaluate_trained(plan: Plan, console) -> None:
     """Evaluate every trained run that has no complete evaluation of its checkpoint yet."""
     from omegaconf import OmegaConf
 
-    from dfablate.evaluation import evaluate_checkpoint, is_evaluated, load_test_set
+    from dfablate.evaluation import evaluate_checkpoint, is_evaluated
 
-    test_set = load_test_set(plan.data_cfg, plan.data_name, plan.settings.evaluate.split)
-    options = plan.settings.evaluate
+    options, test_set = plan.settings.evaluate, plan.test_set
     skipped = plan.skipped.setdefault("evaluate", [])
     for job in plan.jobs:
         if job.failure:
@@ -264,7 +266,7 @@ def compare_evaluated(plan: Plan, console):
         )
         return None
     out_dir = Path(plan.settings.compare_dir or plan.experiment_dir / "compare")
-    dataset = plan.data_name
+    dataset = plan.test_set.name
     csvs = [job.run_dir / "eval" / dataset / "metrics.csv" for job in available]
     inputs = {"runs": [str(p) for p in csvs], "sha1": [_sha1(p) for p in csvs], "missing": missing}
     inputs_path = out_dir / "inputs.json"

@@ -394,16 +394,26 @@ def run_config(run_dir: Path) -> tuple[dict, str | None]:
     return config, data_name
 
 
-def load_test_set(data_cfg, name: str, split: str = "test") -> TestSet:
-    """The pairs of `split` of the dataset a data config (`configs/data/*.yaml`) describes."""
+def load_test_set(
+    data_cfg, name: str, split: str = "test", max_files: int | None = None
+) -> TestSet:
+    """The pairs of `split` of the dataset a data config (`configs/data/*.yaml`) describes;
+    with `max_files`, an evenly spread subset of that many (for smoke runs)."""
     from hydra.utils import instantiate
 
     from dfablate.data.valentini import find_pairs
 
     datamodule = instantiate(data_cfg)
     pairs = find_pairs(datamodule.root, split)
-    if not pairs:
-        raise UserError(f"{datamodule.root}: the {split} split has no files")
+    if split != "test":
+        name = f"{name}-{split}"
+    if max_files is not None:
+        if max_files < 1:
+            raise UserError(f"max_files={max_files} must be at least 1")
+        if max_files < len(pairs):
+            keep = np.unique(np.linspace(0, len(pairs) - 1, max_files).round().astype(int))
+            pairs = [pairs[i] for i in keep]
+            name = f"{name}-{len(pairs)}files"
     return TestSet(name=name, root=datamodule.root, pairs=pairs)
 
 
@@ -568,9 +578,7 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         train_cfg, train_data_name = run_config(run_dir)
         if train_cfg.get("data") and train_data_name:
             data_cfg, data_name = OmegaConf.create(train_cfg["data"]), train_data_name
-    test_set = load_test_set(data_cfg, data_name, cfg.split)
-    if cfg.split != "test":
-        test_set = TestSet(f"{data_name}-{cfg.split}", test_set.root, test_set.pairs)
+    test_set = load_test_set(data_cfg, data_name, cfg.split, cfg.max_files)
     return evaluate_checkpoint(
         ckpt,
         run_dir,
