@@ -67,7 +67,7 @@ class ResultsCsv:
         self.path = path
 
     def finished(self) -> dict[str, dict]:
-        """Rows already written, by file; a partial last line (no newline) is discarded."""
+        """Rows already scored without error, by file; a partial last line is discarded."""
         if not self.path.is_file():
             return {}
         text = self.path.read_text()
@@ -81,6 +81,8 @@ class ResultsCsv:
 
         rows = {}
         for record in csv.DictReader(lines):
+            if record["error"]:
+                continue  # scored again: the file may have been fixed since
             rows[record["file"]] = {
                 "file": record["file"],
                 **{m: _to_float(record[m]) for m in METRICS},
@@ -126,8 +128,9 @@ def _is_nan(value) -> bool:
 def score_file(name: str, clean_path: Path, degraded: np.ndarray | Path, sample_rate: int) -> dict:
     """One CSV row: all metrics of `degraded` (array or file) against the clean file.
 
-    A pair that cannot be scored (unreadable file, no speech for PESQ, ...) gives NaN metrics and
-    the reason in `error`, so one bad file never stops the evaluation.
+    As in `dfablate score`, a pair that cannot be scored (unreadable file, no speech for PESQ,
+    even an unexpected failure) gives NaN metrics and a one-line reason in `error`, so one bad
+    file never stops the evaluation; such rows are tried again when the evaluation resumes.
     """
     try:
         clean = load_audio(clean_path, sample_rate)
@@ -135,10 +138,12 @@ def score_file(name: str, clean_path: Path, degraded: np.ndarray | Path, sample_
             degraded = load_audio(degraded, sample_rate)
         scores = score_pair(clean, degraded, sample_rate)
         error = ""
-    except (AudioError, MetricError) as exc:
+    except (UserError, MetricError) as exc:
+        scores, error = dict.fromkeys(METRICS, float("nan")), str(exc)
+    except Exception as exc:  # a bug or an exotic file must not stop the other files
         scores = dict.fromkeys(METRICS, float("nan"))
-        error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return {"file": name, **scores, "error": error}
+        error = f"unexpected {type(exc).__name__}: {exc}"
+    return {"file": name, **scores, "error": " ".join(error.split())}
 
 
 # ---------------------------------------------------------------- pipeline
