@@ -236,18 +236,22 @@ def _critical_band_filters() -> np.ndarray:
     return (filters * (filters > min_factor)).astype(np.float32)
 
 
-def _band_log_energy(x16: np.ndarray, frames: int) -> np.ndarray:
+def _band_log_energy(x16: np.ndarray, frames: int, block: int = 128) -> np.ndarray:
     """Critical-band energies in dB [25, frames], floored at -100 dB (the reference's spectrum).
 
     The spectra are computed in float32 (the reference uses float64): this changes WSS by about
-    1e-6 and halves its cost.
+    1e-6 and halves its cost. Blocks of frames keep the temporaries small.
     """
     x = x16.astype(np.float64) + _EPS  # as the reference, which matters for digital silence
-    padded = np.zeros((frames, _WSS_FFT), dtype=np.float32)  # faster than rfft(n=...)
-    padded[:, :_FRAME_LEN] = sliding_window_view(x, _FRAME_LEN)[::_HOP][:frames] * _HANN
-    spectrum = scipy.fft.rfft(padded, axis=1)[:, :-1]
-    power = np.square(spectrum.real) + np.square(spectrum.imag)
-    energy = (_critical_band_filters() @ power.T).astype(np.float64)
+    view = sliding_window_view(x, _FRAME_LEN)[::_HOP][:frames]
+    padded = np.zeros((block, _WSS_FFT), dtype=np.float32)  # faster than rfft(n=...)
+    energy = np.empty((len(_CRIT_CENTER), frames))
+    for start in range(0, frames, block):
+        rows = view[start : start + block]
+        padded[: len(rows), :_FRAME_LEN] = rows * _HANN
+        spectrum = scipy.fft.rfft(padded[: len(rows)], axis=1)[:, :-1]
+        power = np.square(spectrum.real) + np.square(spectrum.imag)
+        energy[:, start : start + block] = _critical_band_filters() @ power.T
     with np.errstate(divide="ignore"):
         return np.maximum(10 * np.log10(energy), -100)
 
@@ -353,10 +357,15 @@ def _stoi_stft(x: np.ndarray, frame_len: int) -> np.ndarray:
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant SDR in dB (no mean removal), in float64."""
-    reference = np.asarray(reference, dtype=np.float64)
-    estimate = np.asarray(estimate, dtype=np.float64)
-    scale = (_EPS + reference @ estimate) / (reference @ reference + _EPS)
-    target = scale * reference
-    residual = estimate - target
-    return float(10 * np.log10((_EPS + target @ target) / (_EPS + residual @ residual)))
+    """Scale-invariant SDR in dB (no mean removal), from float64-accumulated dot products.
+
+    The residual energy is expanded as |e|^2 - 2a<s,e> + a^2|s|^2, which avoids signal-sized
+    temporaries and is exact to far below 0.001 dB for SI-SDR under 100 dB.
+    """
+    ref_energy = np.einsum("i,i->", reference, reference, dtype=np.float64)
+    cross = np.einsum("i,i->", reference, estimate, dtype=np.float64)
+    est_energy = np.einsum("i,i->", estimate, estimate, dtype=np.float64)
+    scale = (_EPS + cross) / (ref_energy + _EPS)
+    target_energy = scale * scale * ref_energy
+    residual_energy = max(est_energy - 2 * scale * cross + target_energy, 0.0)
+    return float(10 * np.log10((_EPS + target_energy) / (_EPS + residual_energy)))
