@@ -216,7 +216,7 @@ def _toeplitz_quadratic(poly: np.ndarray, autocorr: np.ndarray) -> np.ndarray:
     order = poly.shape[1]
     lags = np.abs(np.arange(order)[:, None] - np.arange(order)[None, :])
     toeplitz = autocorr.astype(np.float32)[:, lags]
-    toeplitz_times_poly = np.stack([t.dot(a) for t, a in zip(toeplitz, poly, strict=True)])
+    toeplitz_times_poly = np.stack(list(map(np.ndarray.dot, toeplitz, poly)))
     return np.matmul(poly[:, None, :], toeplitz_times_poly[:, :, None])[:, 0, 0].astype(np.float64)
 
 
@@ -313,16 +313,18 @@ def stoi(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int) -> float:
     x = sliding_window_view(clean_tob, segment, axis=1).transpose(1, 0, 2)
     y = sliding_window_view(enhanced_tob, segment, axis=1).transpose(1, 0, 2)
     eps = stoi_utils.EPS
-    scale = np.linalg.norm(x, axis=2, keepdims=True) / (
-        np.linalg.norm(y, axis=2, keepdims=True) + eps
-    )
-    clip = 10 ** (-pystoi_module.BETA / 20)
-    y = np.minimum(y * scale, x * (1 + clip))
-    y = y - np.mean(y, axis=2, keepdims=True)
+    y = y * (_norm_last(x) / (_norm_last(y) + eps))
+    np.minimum(y, x * (1 + 10 ** (-pystoi_module.BETA / 20)), out=y)  # clip to -15 dB SDR
+    y -= np.mean(y, axis=2, keepdims=True)
     x = x - np.mean(x, axis=2, keepdims=True)
-    y = y / (np.linalg.norm(y, axis=2, keepdims=True) + eps)
-    x = x / (np.linalg.norm(x, axis=2, keepdims=True) + eps)
-    return float(np.sum(y * x) / (x.shape[0] * x.shape[1]))
+    y /= _norm_last(y) + eps
+    x /= _norm_last(x) + eps
+    return float(np.einsum("ijk,ijk->", y, x) / (x.shape[0] * x.shape[1]))
+
+
+def _norm_last(x: np.ndarray) -> np.ndarray:
+    """Euclidean norm over the last axis, kept as a size-1 axis (no squared temporary)."""
+    return np.sqrt(np.einsum("...k,...k->...", x, x))[..., None]
 
 
 def _stoi_frame_starts(length: int, frame_len: int, hop: int) -> slice:
