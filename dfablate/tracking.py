@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import secrets
+import string
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,9 +58,7 @@ def run_id(run_dir: str | Path) -> str:
     path = Path(run_dir) / "wandb" / RUN_ID_FILE
     if path.is_file():
         return path.read_text().strip()
-    import wandb
-
-    new_id = wandb.util.generate_id()
+    new_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new_id + "\n")
     return new_id
@@ -197,8 +197,12 @@ def _payloads(data: bytes) -> Iterator[bytes]:
             raise ValueError(f"unknown W&B record chunk type {kind} at byte {pos}")
 
 
-def _item_key(item: Any) -> str:
-    return "/".join(item.nested_key) if item.nested_key else item.key
+def _put(target: dict[str, Any], item: Any, value: Any) -> None:
+    """Store `value` under the item's key; nested keys (media dicts) become nested dicts."""
+    keys = list(item.nested_key) or [item.key]
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value
 
 
 def _history_value(item: Any) -> Any:
@@ -244,13 +248,16 @@ def read_offline_run(path: str | Path) -> OfflineRun:
                 "tags": list(run.tags),
             }
             for item in run.config.update:
-                out.config[_item_key(item)] = json.loads(item.value_json)
+                _put(out.config, item, json.loads(item.value_json))
         elif kind == "config":
             for item in record.config.update:
-                out.config[_item_key(item)] = json.loads(item.value_json)
+                _put(out.config, item, json.loads(item.value_json))
         elif kind == "history":
-            out.history.append({_item_key(i): _history_value(i) for i in record.history.item})
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                _put(row, item, _history_value(item))
+            out.history.append(row)
         elif kind == "summary":
             for item in record.summary.update:
-                out.summary[_item_key(item)] = json.loads(item.value_json)
+                _put(out.summary, item, json.loads(item.value_json))
     return out

@@ -54,33 +54,63 @@ def _user_error_cause(exc: BaseException) -> UserError | None:
     return None
 
 
-def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
-    """Run `task_function` under Hydra with `overrides` (as on a command line, `-m` included).
+def _job_label() -> str:
+    """ "" for a single run; "job <n> (<overrides>): " inside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    Any Hydra/OmegaConf error or UserError is raised as a one-line UserError.
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return ""
+    return f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): "
+
+
+def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
+    """Run `task_function(cfg)` under Hydra with `overrides` (as on a command line, `-m` too).
+
+    A job that raises UserError is reported, not fatal to the other jobs of a multirun; after
+    all jobs, the failures (and any Hydra/OmegaConf error) are raised as one one-line UserError.
     """
     import hydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    failures: list[str] = []
+    parent_pid = os.getpid()
+
+    def job(cfg) -> None:
+        try:
+            task_function(cfg)
+        except UserError as exc:
+            if os.getpid() != parent_pid:
+                raise  # a launcher worker: the launcher reports it to the parent
+            label = _job_label()
+            failures.append(label + one_line(exc))
+            if label:  # multirun: say so now, the other jobs go on
+                log.error("%s", failures[-1])
+
+    job.__module__, job.__qualname__ = task_function.__module__, task_function.__qualname__
     main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
-        task_function
+        job
     )
     saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [saved_argv[0], *overrides]  # Hydra reads its arguments from sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # raise instead of printing a traceback and exiting
     try:
         main()
-    except (HydraException, OmegaConfBaseException, UserError) as exc:
+    except (HydraException, OmegaConfBaseException) as exc:
         cause = _user_error_cause(exc)
-        message = one_line(cause if cause is not None else exc)
-        raise UserError(message) from exc
+        raise UserError(one_line(cause if cause is not None else exc)) from exc
     finally:
         sys.argv = saved_argv
         if saved_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved_full_error
+    if len(failures) == 1:
+        raise UserError(failures[0])
+    if failures:
+        raise UserError(f"{len(failures)} jobs failed: " + "; ".join(failures))
 
 
 def _task(cfg) -> None:
@@ -139,13 +169,40 @@ def _checkpoint_to_resume(cfg, run_dir: Path) -> str | None:
     return None
 
 
-def _loggers(cfg, run_dir: Path, resolved: dict[str, Any]) -> list[Any]:
+def _csv_logger(run_dir: Path, resume_step: int | None) -> Any:
+    """CSVLogger in <run dir>/csv/. Resuming, it keeps the rows logged before the checkpoint
+    (Lightning's CSVLogger would delete them) and drops those the resumed run will redo."""
+    import csv
+    import warnings
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    path = Path(logger.log_dir) / "metrics.csv"
+    rows: list[dict[str, str]] = []
+    header: list[str] = []
+    if resume_step is not None and path.is_file():
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            header = list(reader.fieldnames or [])
+            rows = [row for row in reader if int(row["step"]) < resume_step]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "previous log files ... will be deleted"
+        writer = logger.experiment
+    if rows:
+        with path.open("w", newline="") as file:
+            out = csv.DictWriter(file, fieldnames=header)
+            out.writeheader()
+            out.writerows(rows)
+        writer.metrics_keys = sorted(header)
+    return logger
+
+
+def _loggers(cfg, run_dir: Path, resolved: dict[str, Any], resume_step: int | None) -> list[Any]:
     loggers: list[Any] = []
     logger_cfg = cfg.get("logger") or {}
     if logger_cfg.get("csv") is not None:
-        from lightning.pytorch.loggers import CSVLogger
-
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        loggers.append(_csv_logger(run_dir, resume_step))
     wandb_cfg = logger_cfg.get("wandb")
     if wandb_cfg is not None:
         from lightning.pytorch.loggers import WandbLogger
@@ -207,14 +264,55 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["strategy"] = _strategy(trainer_cfg.get("strategy", "auto"))
-    trainer = instantiate(
-        trainer_cfg,
-        default_root_dir=str(run_dir),
-        logger=_loggers(cfg, run_dir, resolved) or False,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-    )
-    if ckpt_path is None and cfg.get("validate_first", True):
-        trainer.validate(system, datamodule=datamodule, verbose=False)
-    trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+    resume_step = None
+    if ckpt_path is not None:
+        resume_step = int(
+            torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
+        )
+    loggers = _loggers(cfg, run_dir, resolved, resume_step)
+    saved_env = {key: os.environ.get(key) for key in _DDP_ENV}
+    finished = False
+    try:
+        trainer = instantiate(
+            trainer_cfg,
+            default_root_dir=str(run_dir),
+            logger=loggers or False,
+            callbacks=callbacks,
+            enable_checkpointing=False,
+        )
+        if ckpt_path is None and cfg.get("validate_first", True):
+            trainer.validate(system, datamodule=datamodule, verbose=False)
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+        finished = True
+    finally:
+        _finish_wandb(loggers, finished)
+        _end_distributed(saved_env)
     return run_dir
+
+
+# Set by Lightning's DDP launcher in the launching process; left behind they make the next job
+# of a multirun believe its ranks already exist.
+_DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _end_distributed(saved_env: dict[str, str | None]) -> None:
+    """Tear down this job's process group and DDP environment (multiruns run jobs in turn)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _finish_wandb(loggers: list[Any], finished: bool) -> None:
+    """Close this job's W&B run (the next job of a multirun must not log into it)."""
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            logger.experiment.finish(exit_code=0 if finished else 1)

@@ -143,11 +143,16 @@ class DfnSystem(L.LightningModule):
         val_metric_utterances: int = 3,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # loggers get the resolved Hydra config instead
         params = dict(model.get("params") or {})
         self.identity = model_identity(norm, model["arch"], params)
         self.features = DfFeatures(norm=norm, **self.identity["features"])
         self.dfnet = build_dfnet(model["arch"], **self.identity["model"]["params"])
+        # DfDecoder.df_fc_a (DFN2's DF "alpha" head) is built but never used in forward; frozen,
+        # DDP need not search for unused parameters every step.
+        df_alpha = getattr(getattr(self.dfnet, "df_dec", None), "df_fc_a", None)
+        if df_alpha is not None:
+            df_alpha.requires_grad_(False)
         resolved = self.identity["model"]["params"]
         self.loss_fn = DfnLoss(
             self.features.window,
@@ -498,7 +503,11 @@ class RunCheckpoints(Callback):
             trainer.save_checkpoint(self.best_path)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, NonFiniteTrainingError) or not self._fitting(trainer):
+        if (
+            isinstance(exception, NonFiniteTrainingError)
+            or self.dirpath is None  # failed before setup: nothing trained
+            or not self._fitting(trainer)
+        ):
             return
         if trainer.global_step != self._last_saved_step:
             self._save_last(trainer)

@@ -27,6 +27,15 @@ from dfablate.training import (
 SR = 48000
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: several times faster than two on a busy 2-core machine (GRU loops)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model_config(name: str) -> dict:
     """model/<name>.yaml with its `defaults` (dfn3_tiny extends dfn3) merged."""
     cfg = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
