@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 import warnings
@@ -33,10 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        module_name = f"dfablate.commands.{name}"
-        if importlib.util.find_spec(module_name) is None:  # stage not built yet
-            continue
-        importlib.import_module(module_name).add_parser(subparsers)
+        importlib.import_module(f"dfablate.commands.{name}").add_parser(subparsers)
     return parser
 
 
