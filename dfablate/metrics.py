@@ -78,6 +78,8 @@ def score_pair(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int) -> dic
         )
     if not (np.isfinite(clean).all() and np.isfinite(enhanced).all()):
         raise MetricError("signals contain NaN or Inf samples")
+    if not enhanced.any():
+        raise MetricError("the enhanced signal is all zeros (PESQ is undefined for silence)")
     clean16 = resample(clean, sample_rate, METRIC_RATE)
     enhanced16 = resample(enhanced, sample_rate, METRIC_RATE)
     if clean16.size <= _FRAME_LEN + _HOP:
@@ -97,7 +99,7 @@ def wideband_pesq(clean16: np.ndarray, enhanced16: np.ndarray) -> float:
         raise MetricError("PESQ found no speech in the reference (silent or too short)") from exc
     except BufferTooShortError as exc:
         raise MetricError("too short for PESQ (it needs at least 0.25 s)") from exc
-    except PesqError as exc:
+    except (PesqError, ValueError) as exc:
         raise MetricError(f"PESQ failed: {type(exc).__name__}: {exc}") from exc
 
 

@@ -16,12 +16,16 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from dfablate.audio import read_audio
 from dfablate.errors import UserError
@@ -94,7 +98,7 @@ def find_pairs(clean: str | Path, enhanced: str | Path) -> list[Pair]:
     )
 
 
-def _read_mono(path: Path) -> tuple:
+def _read_mono(path: Path) -> tuple[np.ndarray, int]:
     audio, rate = read_audio(path, mono=False)
     if audio.shape[0] != 1:
         raise PairError(f"{path}: {audio.shape[0]} channels; metrics need mono files")
@@ -140,9 +144,19 @@ def score_row(pair: Pair) -> tuple[Row, str | None]:
     return (name, *values, error), details
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the pool and keeps the finished rows."""
+def _init_worker(parent_alive: Connection) -> None:
+    """Leave Ctrl-C to the parent (it stops the pool and keeps the finished rows), and exit when
+    the parent dies (killed): the pool's own queues would otherwise block such a worker forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_on_eof, args=(parent_alive,), daemon=True).start()
+
+
+def _exit_on_eof(connection: Connection) -> None:
+    try:
+        connection.recv_bytes()  # the parent never sends: returns only at EOF
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
 
 
 def _score_in_processes(
@@ -150,7 +164,10 @@ def _score_in_processes(
 ) -> None:
     context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
     context.set_forkserver_preload(["dfablate.scoring"])
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_sigint)
+    parent_alive, alive_writer = context.Pipe(duplex=False)  # closes when this process dies
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(parent_alive,)
+    )
     futures = {pool.submit(score_row, pair): pair for pair in pairs}
     try:
         for future in as_completed(futures):
@@ -166,7 +183,10 @@ def _score_in_processes(
             future.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        parent_alive.close()
     pool.shutdown()
+    alive_writer.close()
 
 
 def _write_rows(path: Path, rows: Iterable[Row]) -> None:

@@ -170,6 +170,8 @@ def test_unscorable_pairs_raise_metric_error(pairs):
         score_pair(clean, broken, rate)
     with pytest.raises(MetricError, match="no speech"):
         score_pair(np.zeros(16000, np.float32), degraded[:16000], rate)
+    with pytest.raises(MetricError, match="all zeros"):
+        score_pair(clean, np.zeros_like(degraded), rate)
     with pytest.raises(MetricError, match="too short"):
         score_pair(clean[:800], degraded[:800], rate)
     with pytest.raises(MetricError, match="mono"):

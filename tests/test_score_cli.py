@@ -217,30 +217,51 @@ def test_finished_rows_are_kept_and_errors_or_changed_files_rescored(dirs, speec
         assert float(rows[name]["pesq"]) < 5
 
 
+def _wait_for_rows(csv_path: Path, rows: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if csv_path.exists() and len(csv_path.read_text().splitlines()) > rows:  # + header
+            return
+        time.sleep(0.01)
+
+
+def _group_is_gone(group: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_killed_run_resumes_to_the_same_csv_as_an_uninterrupted_run(dirs, speech, tmp_path):
     clean_dir, enhanced_dir = dirs
     names = [f"utt{i:02d}.wav" for i in range(10)]
     for i, name in enumerate(names):
         _write_good_pair(clean_dir, enhanced_dir, name, speech, 0.02 * (i + 1))
     uninterrupted, resumed = tmp_path / "full.csv", tmp_path / "resumed.csv"
-    command = [str(DFABLATE), "score", str(clean_dir), str(enhanced_dir), "--jobs", "1"]
+    command = [str(DFABLATE), "score", str(clean_dir), str(enhanced_dir)]
 
-    process = subprocess.Popen([*command, "--out", str(resumed)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if resumed.exists() and len(resumed.read_text().splitlines()) >= 4:  # header + 3 rows
-            break
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
+    process = subprocess.Popen(
+        [*command, "--out", str(resumed), "--jobs", "2"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _wait_for_rows(resumed, 3, process)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up
     process.wait()
+    assert _group_is_gone(process.pid), "worker processes outlived the killed run"
     partial = _read_csv(resumed)
     assert 3 <= len(partial) < len(names), "the run was not interrupted part-way"
     stale = {name: row["pesq"] for name, row in partial.items() if row["error"] == ""}
 
-    subprocess.run([*command, "--out", str(resumed)], check=True, capture_output=True)
     subprocess.run(
-        [*command, "--out", str(uninterrupted)], check=True, capture_output=True, text=True
+        [*command, "--out", str(resumed), "--jobs", "2"], check=True, capture_output=True
     )
+    args = ["score", str(clean_dir), str(enhanced_dir), "--out", str(uninterrupted), "--jobs", "1"]
+    assert main(args) == 0
 
     assert resumed.read_bytes() == uninterrupted.read_bytes()
     final = _read_csv(resumed)
@@ -276,15 +297,12 @@ def test_ctrl_c_stops_the_workers_promptly_and_keeps_finished_rows(dirs, speech,
         text=True,
         start_new_session=True,  # its own process group, like a terminal's foreground job
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if out.exists() and len(out.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.01)
+    _wait_for_rows(out, 2, process)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends
     _, err = process.communicate(timeout=30)  # the queued pairs are dropped, not scored
 
     assert process.returncode == 130
+    assert _group_is_gone(process.pid)
     assert "interrupted" in err and "rerun to resume" in err and "Traceback" not in err
     kept = _read_csv(out)
     assert 2 <= len(kept) < len(names)
