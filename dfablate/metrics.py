@@ -9,8 +9,9 @@ Conventions (those of the Valentini literature and DeepFilterNet's evaluation):
   DeepFilterNet's evaluation).
 
 The composite measures mirror DeepFilterNet's `df.sepm.composite` step by step (same framing,
-windows, float32 LPC rounding, clipping and 95 % frame selection) with the per-frame Python loops
-(LPC for LLR, local-peak search for WSS) replaced by array operations over all frames. STOI
+windows, clipping and 95 % frame selection) with the per-frame Python loops (LPC for LLR,
+local-peak search for WSS) replaced by array operations over all frames. LLR reproduces the
+reference's float32 arithmetic bit for bit; WSS uses float32 spectra (about 1e-6 off). STOI
 mirrors `pystoi.stoi` with its framing loops vectorised. The inputs are used as given: no
 rescaling and no 16-bit quantisation (dividing by 32768 inside WSS is a known porting mistake).
 """

@@ -283,12 +283,24 @@ def score_pairs_to_csv(
         raise UserError(f"duplicate file names in the pairs to score into {out_csv}")
     if out_csv.is_dir():
         raise UserError(f"{out_csv} is a directory; give a CSV file name")
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    rows = load_finished_rows(out_csv, pairs)
-    _write_rows(out_csv, rows.values())  # drops partial lines, errors and stale rows
+    try:
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        rows = load_finished_rows(out_csv, pairs)
+        _write_rows(out_csv, rows.values())  # drops partial lines, errors and stale rows
+        _score_missing(pairs, rows, out_csv, jobs, progress)
+        ordered = [rows[name] for name in sorted(rows)]
+        _write_rows(out_csv, ordered)
+    except OSError as exc:  # unwritable folder, disk full, ...
+        raise UserError(f"{out_csv}: cannot write the metrics CSV ({exc})") from exc
+    return rows_to_frame(ordered)
+
+
+def _score_missing(
+    pairs: Sequence[Pair], rows: dict[str, Row], out_csv: Path, jobs: int | None, progress: bool
+) -> None:
+    """Score the pairs that have no row yet, appending each row to `out_csv` and to `rows`."""
     todo = [pair for pair in pairs if pair[0] not in rows]
     jobs = max(1, min(jobs or available_cores(), len(todo)))
-
     with out_csv.open("a", newline="") as handle, _progress_bar(progress) as bar:
         writer = csv.writer(handle)
         resumed = f" (resuming: {len(rows)} already in {out_csv.name})" if rows else ""
@@ -307,7 +319,3 @@ def score_pairs_to_csv(
                 on_row(*score_row(pair))
         else:
             _score_in_processes(todo, jobs, on_row)
-
-    ordered = [rows[name] for name in sorted(rows)]
-    _write_rows(out_csv, ordered)
-    return rows_to_frame(ordered)

@@ -173,6 +173,12 @@ def test_wrong_arguments_exit_2_with_one_line_naming_the_path(dirs, speech, tmp_
         ["score", str(clean_dir), str(enhanced_dir), "--out", str(tmp_path)],
         "is a directory",
     )
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cases["out under a file"] = (
+        ["score", str(clean_dir), str(enhanced_dir), "--out", str(blocker / "m.csv")],
+        "cannot write",
+    )
     for label, (argv, fragment) in cases.items():
         assert main(argv) == 2, label
         err = capsys.readouterr().err.strip()
