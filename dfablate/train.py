@@ -39,6 +39,15 @@ def config_dir() -> Path:
     return CONFIG_DIR
 
 
+def compose_train_config(overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """The composed train config (a DictConfig) for `overrides`, outside a Hydra run (scripts,
+    tests). Not for use inside a running Hydra job."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (Hydra's messages span several)."""
     return " ".join(str(exc).split()) or type(exc).__name__
@@ -241,7 +250,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()  # Hydra's handlers (console, train.log) print them
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))

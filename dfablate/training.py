@@ -124,6 +124,10 @@ class RecipeSchedule(LRScheduler):
             group["weight_decay"] = self.weight_decay_at(self.last_epoch)
 
 
+def _float32_inputs(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+
+
 class DfnSystem(L.LightningModule):
     """DfNet + DfFeatures(norm) trained with the DFN3 recipe.
 
@@ -153,6 +157,15 @@ class DfnSystem(L.LightningModule):
         df_alpha = getattr(getattr(self.dfnet, "df_dec", None), "df_fc_a", None)
         if df_alpha is not None:
             df_alpha.requires_grad_(False)
+        # The deep-filter op views its coefficients as complex, which bf16 cannot be: under
+        # mixed precision it gets float32 inputs (the rest of DfNet runs in bf16).
+        if hasattr(self.dfnet, "df_op"):
+            self.dfnet.df_op.register_forward_pre_hook(_float32_inputs)
+        self._norm_modules = [
+            m
+            for m in self.dfnet.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
         resolved = self.identity["model"]["params"]
         self.loss_fn = DfnLoss(
             self.features.window,
@@ -223,31 +236,39 @@ class DfnSystem(L.LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         """The DFN3 loss. A non-finite loss still goes through backward: its non-finite
         gradients (identical on all DDP ranks after the all-reduce) make every rank skip the
-        step in `on_before_optimizer_step`, where skipped batches are counted."""
-        self._norm_stats = [
-            (m, [b.detach().clone() for b in m.buffers()]) for m in self._batch_norms()
-        ]
+        step in `on_before_optimizer_step`, where skipped batches are counted. No host-device
+        sync here: the one finiteness check per step is on the gradient norm."""
+        self._snapshot_norm_stats()
         total, parts, _ = self._loss(batch)
+        self._last_loss = total.detach()
         batch_size = batch["noisy"].shape[0]
-        self._loss_finite = bool(torch.isfinite(total))
-        if self._loss_finite:
-            self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
-            for name, value in parts.items():
-                self.log(f"train/loss_{name}", value, batch_size=batch_size)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        for name, value in parts.items():
+            self.log(f"train/loss_{name}", value, batch_size=batch_size)
         return total
 
-    def _batch_norms(self) -> list[nn.Module]:
-        return [
-            m
-            for m in self.dfnet.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
+    def _snapshot_norm_stats(self) -> None:
+        """Copy the batch-norm running statistics (one fused copy) so a skipped batch can undo
+        its update."""
+        buffers = [b for m in self._norm_modules for b in m.buffers()]
+        snapshot = getattr(self, "_norm_snapshot", None)
+        if not buffers:
+            return
+        if snapshot is None or snapshot[0].device != buffers[0].device:
+            self._norm_snapshot = [b.detach().clone() for b in buffers]
+        else:
+            torch._foreach_copy_(snapshot, buffers)
 
     def _restore_norm_stats(self) -> None:
         """Undo the batch-norm running statistics a skipped (non-finite) batch has updated."""
-        for module, saved in getattr(self, "_norm_stats", []):
-            for buffer, value in zip(module.buffers(), saved, strict=True):
-                buffer.copy_(value)
+        snapshot = getattr(self, "_norm_snapshot", None)
+        if snapshot is not None:
+            buffers = [b for m in self._norm_modules for b in m.buffers()]
+            torch._foreach_copy_(buffers, snapshot)
+
+    def _loss_was_finite(self) -> bool:
+        last = getattr(self, "_last_loss", None)
+        return last is None or bool(torch.isfinite(last))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip the gradient norm; a non-finite gradient skips this step (grads set to None)."""
@@ -255,7 +276,7 @@ class DfnSystem(L.LightningModule):
         grad_norm = torch.nn.utils.clip_grad_norm_(params, float(self.optim_cfg["grad_clip"]))
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if scaler is not None:  # fp16: the GradScaler skips overflowing steps on its own
-            finite = getattr(self, "_loss_finite", True)
+            finite = self._loss_was_finite()
         else:
             finite = bool(torch.isfinite(grad_norm))
             if not finite:
@@ -266,7 +287,7 @@ class DfnSystem(L.LightningModule):
             self.nonfinite_in_a_row = 0
             self.log("train/grad_norm", grad_norm, batch_size=1)
         else:
-            self._count_nonfinite("loss" if not getattr(self, "_loss_finite", True) else "gradient")
+            self._count_nonfinite("gradient" if self._loss_was_finite() else "loss")
         self.log("train/nonfinite_skipped", float(self.nonfinite_total), batch_size=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -279,8 +300,16 @@ class DfnSystem(L.LightningModule):
             amsgrad=True,
         )
         total = int(self.trainer.estimated_stepping_batches)
-        accumulate = max(int(self.trainer.accumulate_grad_batches), 1)
-        steps_per_epoch = max(math.ceil(self.trainer.num_training_batches / accumulate), 1)
+        batches = self.trainer.num_training_batches
+        max_epochs = self.trainer.max_epochs or -1
+        if math.isfinite(batches):
+            accumulate = max(int(self.trainer.accumulate_grad_batches), 1)
+            steps_per_epoch = max(math.ceil(batches / accumulate), 1)
+        elif max_epochs > 0:
+            steps_per_epoch = total // max_epochs
+        else:
+            warnings.warn("epoch length unknown (max_steps only): no LR warm-up", stacklevel=2)
+            steps_per_epoch = 0
         schedule = RecipeSchedule(
             optimizer,
             total_steps=total,

@@ -8,13 +8,13 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-import yaml
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from dfablate.audio import load_audio
 from dfablate.dfn import import_df_module
 from dfablate.errors import UserError
-from dfablate.train import CONFIG_DIR
+from dfablate.train import compose_train_config
 from dfablate.training import (
     CheckpointMismatchError,
     DfnSystem,
@@ -37,20 +37,9 @@ def _one_thread():
 
 
 def _model_config(name: str) -> dict:
-    """model/<name>.yaml with its `defaults` (dfn3_tiny extends dfn3) merged."""
-    cfg = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
-    base: dict = {}
-    for parent in cfg.pop("defaults", []):
-        base = _model_config(parent)
-    for key, value in cfg.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merged = dict(base[key])
-            for k, v in value.items():
-                merged[k] = {**merged[k], **v} if isinstance(v, dict) else v
-            base[key] = merged
-        else:
-            base[key] = value
-    return base
+    """model, loss and optim of the train config composed with model=<name>."""
+    cfg = compose_train_config([f"model={name}"])
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def _tiny(norm: str = "original") -> DfnSystem:
