@@ -199,3 +199,18 @@ def test_load_checkpoint_rejects_files_that_are_not_dfablate_checkpoints(tmp_pat
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="garbage.ckpt: not a readable checkpoint"):
         DfnSystem.load_checkpoint(garbage)
+
+
+def test_ctrl_c_saves_last_checkpoint(tmp_path, batches):
+    """KeyboardInterrupt mid-epoch: Lightning's graceful shutdown, and last.ckpt at that step."""
+
+    class Interrupt(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:
+                raise KeyboardInterrupt
+
+    trainer = _trainer(tmp_path, callbacks=[RunCheckpoints(every_n_train_steps=100), Interrupt()])
+    with pytest.raises(SystemExit):
+        trainer.fit(_tiny(), _loader(batches))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2
