@@ -706,12 +706,20 @@ def log_comparison_to_wandb(
 ) -> None:
     """One W&B run (job_type "compare") in the output folder: the relative-difference, summary
     and seed tables, every figure, and the headline numbers in the run summary."""
-    import wandb
-
-    from dfablate.tracking import init_wandb, wandb_mode
+    from dfablate.evaluation import quiet_wandb
+    from dfablate.tracking import wandb_mode
 
     if wandb_mode(mode) == "disabled":
         return
+    with quiet_wandb():
+        _log_comparison(comparison, paths, mode, project)
+
+
+def _log_comparison(comparison: Comparison, paths: dict[str, Path], mode: str, project: str):
+    import wandb
+
+    from dfablate.tracking import init_wandb
+
     out_dir = paths["report"].parent
     experiments = {r.experiment for r in comparison.runs}
     group = experiments.pop() if len(experiments) == 1 and None not in experiments else "compare"

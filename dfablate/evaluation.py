@@ -16,6 +16,7 @@ import shutil
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from multiprocessing import get_context
@@ -500,13 +501,34 @@ def log_evaluation_to_wandb(
     A separate run rather than resuming the training run: offline runs resumed elsewhere would
     restart W&B's step counter and clash with the training history on upload.
     """
-    import pandas as pd
-    import wandb
-
-    from dfablate.tracking import init_wandb, wandb_mode
+    from dfablate.tracking import wandb_mode
 
     if wandb_mode(wandb_cfg.get("mode", "auto")) == "disabled":
         return
+    with quiet_wandb():
+        _log_evaluation(run_dir, evaluation, train_cfg, wandb_cfg)
+
+
+@contextmanager
+def quiet_wandb():
+    """No W&B banner or run summary in the terminal (the stage prints its own results)."""
+    saved = os.environ.get("WANDB_SILENT")
+    os.environ["WANDB_SILENT"] = "true"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("WANDB_SILENT", None)
+        else:
+            os.environ["WANDB_SILENT"] = saved
+
+
+def _log_evaluation(run_dir: Path, evaluation: Evaluation, train_cfg: dict, wandb_cfg: dict):
+    import pandas as pd
+    import wandb
+
+    from dfablate.tracking import init_wandb
+
     summary = evaluation.summary
     dataset = summary["dataset"]["name"]
     train_wandb = (train_cfg.get("logger") or {}).get("wandb") or {}
