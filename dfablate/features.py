@@ -110,7 +110,6 @@ def _linear_recurrence(x: Tensor, decay: float, init: Tensor) -> Tensor:
 
 def power(spec: Tensor) -> Tensor:
     """|X|^2 of a complex tensor (faster than `abs()`, which computes hypot)."""
-    spec = spec.contiguous()
     return torch.addcmul(spec.real * spec.real, spec.imag, spec.imag)
 
 
@@ -250,15 +249,9 @@ class DfFeatures(nn.Module):
         if frames == 0:
             return wave.new_zeros(batch, 0, self.fft_size // 2 + 1, dtype=torch.complex64)
         padded = F.pad(wave, (self.fft_size - self.hop_size, 0))
-        spec = torch.stft(
-            padded,
-            self.fft_size,
-            self.hop_size,
-            window=self.analysis_window,
-            center=False,
-            return_complex=True,
-        )
-        return spec.transpose(1, 2).contiguous()
+        # frame k = the previous hop followed by the current one; windowing makes it contiguous
+        frames_view = padded.unfold(-1, self.fft_size, self.hop_size)
+        return torch.fft.rfft(frames_view * self.analysis_window)
 
     def forward(self, wave: Tensor) -> Features:
         if wave.dim() != 2:
@@ -266,7 +259,7 @@ class DfFeatures(nn.Module):
         spec = self.analysis(wave.float())  # [B, T, F] complex
         erb_db = 10.0 * torch.log10(power(spec) @ self.erb_fb + 1e-10)
         feat_erb = (erb_db - ema(erb_db, self.alpha, self.erb_init)) / 40.0
-        feat_spec = self.norm_fn(spec[:, :, : self.nb_df], self.unit_init, self.alpha)
+        feat_spec = self.norm_fn(spec[:, :, : self.nb_df].contiguous(), self.unit_init, self.alpha)
         return Features(
             torch.view_as_real(spec).unsqueeze(1),
             feat_erb.unsqueeze(1),
