@@ -307,8 +307,7 @@ def run_ablation(overrides: list[str]) -> int:
     evaluate_trained(ablation, console)
     comparison = compare_evaluated(ablation, console)
     failed = [job for job in ablation.jobs if job.failure]
-    for job in failed:
-        console.print(f"[red]missing {job.label}[/red]: {job.failure}", highlight=False)
-    if failed or comparison is None:
-        return 1
-    return 0
+    if comparison is None:  # otherwise the comparison's summary has listed them
+        for job in failed:
+            console.print(f"missing run {job.label}: {job.failure}", highlight=False)
+    return 1 if failed or comparison is None else 0

@@ -20,6 +20,7 @@ def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
     args = [
         "ablate", "experiment=norm_ablation", "norm=original,fixed,rms", "seed=0",
         "model=dfn3_tiny", "data=mini", "trainer=cpu", "logger=none", f"output_root={out}",
+        "num_threads=1",
         "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
         "validate_first=false", "val_metric_utterances=0", "callbacks.media=null",
         "callbacks.progress_bar=null", "callbacks.early_stopping=null", "ablate.evaluate.jobs=2",
@@ -28,7 +29,7 @@ def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
 
     assert main(args) == 1  # one job failed, the others were trained, evaluated and compared
     printed = capfd.readouterr().out
-    assert "missing rms-seed0" in printed and "training failed" in printed
+    assert "missing run rms-seed0: training failed" in printed
     compare_dir = out / "norm_ablation" / "compare"
     report = (compare_dir / "report.md").read_text()
     assert "rms-seed0: training failed" in report
