@@ -85,7 +85,10 @@ class Plan:
     jobs: list[Job]
     train_overrides: list[str]
     test_set: object  # dfablate.evaluation.TestSet every run is evaluated on
-    settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
+    settings: object
+    num_threads: (
+        int | None
+    )  # the training config's torch threads, used for inference too  # configs/ablate.yaml merged with the experiment's `ablate:` section
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -173,6 +176,7 @@ def plan(overrides: list[str]) -> Plan:
         train_overrides=train_overrides,
         test_set=test_set,
         settings=settings,
+        num_threads=cfg.get("num_threads"),
     )
 
 
@@ -220,6 +224,10 @@ def evaluate_trained(plan: Plan, console) -> None:
     from dfablate.evaluation import evaluate_checkpoint, is_evaluated
 
     options, test_set = plan.settings.evaluate, plan.test_set
+    if plan.num_threads:
+        import torch
+
+        torch.set_num_threads(int(plan.num_threads))
     skipped = plan.skipped.setdefault("evaluate", [])
     for job in plan.jobs:
         if job.failure:

@@ -606,6 +606,10 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         if train_cfg.get("data") and train_data_name:
             data_cfg, data_name = OmegaConf.create(train_cfg["data"]), train_data_name
     test_set = load_test_set(data_cfg, data_name, cfg.split, cfg.max_files)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.num_threads))
     return evaluate_checkpoint(
         ckpt,
         run_dir,
