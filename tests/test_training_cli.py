@@ -60,8 +60,11 @@ def mini_cache(tmp_path_factory) -> Path:
 
 
 def _env(mini_cache: Path) -> dict[str, str]:
+    # WANDB_SERVICE points at this process's W&B service (set by the in-process W&B run):
+    # a child that inherits it talks to that service instead of starting its own.
+    inherited = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     return {
-        **os.environ,
+        **inherited,
         "DFABLATE_CACHE": str(mini_cache),
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
