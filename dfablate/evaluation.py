@@ -27,6 +27,7 @@ import numpy as np
 from dfablate.audio import AudioError, load_audio
 from dfablate.errors import UserError
 from dfablate.metrics import METRICS, MetricError, score_pair
+from dfablate.progress import progress_bar
 
 COLUMNS = ("file", *METRICS, "error")
 
@@ -221,7 +222,7 @@ def evaluate_model(
     model = model.to(device).eval()
     inflight: dict[Future, tuple[str, str]] = {}
 
-    bar = _progress(progress)
+    bar = progress_bar(progress)
     pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_ignore_sigint)
     with bar, pool:
         enhance_task = bar.add_task("enhance", total=len(test_set.pairs), completed=len(done))
@@ -324,26 +325,6 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     sf.write(tmp, audio, sample_rate, subtype="FLOAT", format="WAV")
     os.replace(tmp, path)
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description:>8}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
 
 
 def file_sha1(path: Path) -> str:

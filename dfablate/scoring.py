@@ -30,6 +30,7 @@ import numpy as np
 from dfablate.audio import read_audio
 from dfablate.errors import UserError
 from dfablate.metrics import METRICS, MetricError, score_pair
+from dfablate.progress import progress_bar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -238,28 +239,6 @@ def load_finished_rows(out_csv: Path, pairs: Sequence[Pair]) -> dict[str, Row]:
     return finished
 
 
-def _progress_bar(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 def rows_to_frame(rows: Iterable[Row]) -> pd.DataFrame:
     """CSV rows as a DataFrame: metrics as floats, `error` "" where the pair was scored."""
     import pandas as pd
@@ -301,7 +280,7 @@ def _score_missing(
     """Score the pairs that have no row yet, appending each row to `out_csv` and to `rows`."""
     todo = [pair for pair in pairs if pair[0] not in rows]
     jobs = max(1, min(jobs or available_cores(), len(todo)))
-    with out_csv.open("a", newline="") as handle, _progress_bar(progress) as bar:
+    with out_csv.open("a", newline="") as handle, progress_bar(progress) as bar:
         writer = csv.writer(handle)
         resumed = f" (resuming: {len(rows)} already in {out_csv.name})" if rows else ""
         task = bar.add_task(f"scoring{resumed}", total=len(pairs), completed=len(rows))
