@@ -262,7 +262,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, seed=int(cfg.seed))  # crops and order follow the run seed
     system = DfnSystem(
         norm=cfg.norm.name,
         model=resolved["model"],
