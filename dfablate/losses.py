@@ -98,23 +98,34 @@ class MultiResSpecLoss(nn.Module):
     def forward(self, enhanced: Tensor, clean: Tensor) -> Tensor:
         loss = torch.zeros((), device=enhanced.device, dtype=enhanced.dtype)
         for n_fft in self.fft_sizes:
-            enh_spec = self._stft(enhanced, n_fft)
-            clean_spec = self._stft(clean, n_fft)
-            enh_abs = enh_spec.abs()
-            clean_abs = clean_spec.abs()
-            if self.gamma != 1:
-                enh_abs = enh_abs.clamp_min(1e-12).pow(self.gamma)
-                clean_abs = clean_abs.clamp_min(1e-12).pow(self.gamma)
-            loss = loss + F.mse_loss(enh_abs, clean_abs) * self.factor
-            if self.factor_complex:
-                if self.gamma != 1:
-                    enh_spec = enh_abs * torch.exp(1j * _angle(enh_spec))
-                    clean_spec = clean_abs * torch.exp(1j * _angle(clean_spec))
-                loss = loss + (
-                    F.mse_loss(torch.view_as_real(enh_spec), torch.view_as_real(clean_spec))
-                    * self.factor_complex
-                )
+            loss = loss + _compressed_spectrum_mse(
+                self._stft(enhanced, n_fft),
+                self._stft(clean, n_fft),
+                self.gamma,
+                self.factor,
+                self.factor_complex,
+            )
         return loss
+
+
+def _compressed_spectrum_mse(
+    enhanced: Tensor, clean: Tensor, gamma: float, factor_magnitude: float, factor_complex: float
+) -> Tensor:
+    """DFN's spectral term on complex spectra: factor_magnitude * MSE(|Y|^g, |S|^g) plus
+    factor_complex * MSE of the compressed complex spectra |.|^g e^(j angle)."""
+    enh_abs, clean_abs = enhanced.abs(), clean.abs()
+    if gamma != 1:
+        enh_abs = enh_abs.clamp_min(1e-12).pow(gamma)
+        clean_abs = clean_abs.clamp_min(1e-12).pow(gamma)
+    loss = F.mse_loss(enh_abs, clean_abs) * factor_magnitude
+    if factor_complex:
+        if gamma != 1:
+            enhanced = enh_abs * torch.exp(1j * _angle(enhanced))
+            clean = clean_abs * torch.exp(1j * _angle(clean))
+        loss = loss + (
+            F.mse_loss(torch.view_as_real(enhanced), torch.view_as_real(clean)) * factor_complex
+        )
+    return loss
 
 
 class SpectralLoss(nn.Module):
@@ -130,21 +141,13 @@ class SpectralLoss(nn.Module):
         self.factor_complex = float(factor_complex)
 
     def forward(self, enhanced_spec: Tensor, clean_spec: Tensor) -> Tensor:
-        enhanced, clean = _complex(enhanced_spec), _complex(clean_spec)
-        enh_abs, clean_abs = enhanced.abs(), clean.abs()
-        if self.gamma != 1:
-            enh_abs = enh_abs.clamp_min(1e-12).pow(self.gamma)
-            clean_abs = clean_abs.clamp_min(1e-12).pow(self.gamma)
-        loss = (enh_abs - clean_abs).pow(2).mean() * self.factor_magnitude
-        if self.factor_complex > 0:
-            if self.gamma != 1:
-                enhanced = enh_abs * torch.exp(1j * _angle(enhanced))
-                clean = clean_abs * torch.exp(1j * _angle(clean))
-            loss = loss + (
-                F.mse_loss(torch.view_as_real(enhanced), torch.view_as_real(clean))
-                * self.factor_complex
-            )
-        return loss
+        return _compressed_spectrum_mse(
+            _complex(enhanced_spec),
+            _complex(clean_spec),
+            self.gamma,
+            self.factor_magnitude,
+            self.factor_complex,
+        )
 
 
 def _local_energy(spec: Tensor, window_size: int) -> Tensor:
