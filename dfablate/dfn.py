@@ -15,6 +15,7 @@ import threading
 import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 from torch import nn
@@ -72,7 +73,8 @@ def _df_config() -> Any:
     return import_df_module("config").config
 
 
-def known_model_keys(arch: str) -> dict[str, set[str]]:
+@cache
+def known_model_keys(arch: str) -> dict[str, frozenset[str]]:
     """The INI keys deepfilternet reads for `arch`, per section ("df" and the model section)."""
     module = _arch_module(arch)
     with _CONFIG_LOCK:
@@ -80,8 +82,8 @@ def known_model_keys(arch: str) -> dict[str, set[str]]:
         config.use_defaults(allow_reload=True)
         params = module.ModelParams()
         return {
-            "df": set(config.parser["df"].keys()),
-            params.section: set(config.parser[params.section].keys()),
+            "df": frozenset(config.parser["df"].keys()),
+            params.section: frozenset(config.parser[params.section].keys()),
         }
 
 
