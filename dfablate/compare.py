@@ -244,7 +244,7 @@ def _flatten(config, prefix: str = "") -> dict[str, str]:
         for key, value in config.items():
             flat.update(_flatten(value, f"{prefix}{key}."))
         return flat
-    return {prefix[:-1]: json.dumps(config) if isinstance(config, list) else str(config)}
+    return {prefix[:-1]: config if isinstance(config, str) else json.dumps(config)}
 
 
 def _excluded(key: str) -> bool:
@@ -278,6 +278,7 @@ def _identity(
     if config:
         identity = {k: v for k, v in config.items() if not _excluded(k)}
         gains = json.loads(identity.get(TRAIN_GAINS, "null")) or [0]
+        gains = gains if isinstance(gains, list) else [gains]
         identity[TRAIN_GAINS] = json.dumps([float(g) for g in gains])
     elif summary.get("label"):
         identity = {"label": str(summary["label"])}
@@ -341,7 +342,7 @@ def load_evaluation(csv_path: Path, gain_db: float, label: str | None = None) ->
     return RunMetrics(
         label=label or run_name or summary.get("label") or _default_label(csv_path),
         variant="",
-        seed=None if seed in (None, "None") else int(seed),
+        seed=None if seed in (None, "null") else int(seed),
         csv_path=csv_path,
         scores=read_scores(csv_path),
         gain_db=gain_db,
@@ -349,7 +350,7 @@ def load_evaluation(csv_path: Path, gain_db: float, label: str | None = None) ->
         choices=choices,
         dataset=dataset,
         noisy=summary.get("noisy"),
-        experiment=None if experiment in (None, "None") else str(experiment),
+        experiment=None if experiment in (None, "null") else str(experiment),
     )
 
 
