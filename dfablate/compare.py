@@ -169,7 +169,13 @@ def _find_evaluations(path: Path, dataset: str | None) -> tuple[dict[float, Path
     for csv in sorted((path / "eval").glob("*/metrics.csv")):
         match = EVAL_FOLDER.match(csv.parent.name)
         gain = _eval_gain(csv.parent, float(match["gain"] or 0.0))
-        found.setdefault(match["base"], {})[gain] = csv
+        same = found.setdefault(match["base"], {}).get(gain)
+        if same is not None:
+            raise UserError(
+                f"{path}: two evaluations at input gain {gain:g} dB ({same.parent.name} and "
+                f"{csv.parent.name}); check their summary.json `input_gain_db`"
+            )
+        found[match["base"]][gain] = csv
     if dataset is not None:
         base, _, _ = dataset.partition("@")
         if base not in found:

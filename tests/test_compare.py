@@ -152,7 +152,8 @@ def per_run_means(runs: list[Path], metric: str) -> np.ndarray:
 def test_summary_columns_against_scipy_and_statsmodels(tmp_path, paired):
     runs = seed_study(tmp_path, b_seeds=(0, 1, 2) if paired else (5, 6, 7))
     out = tmp_path / "out"
-    assert main(["compare", *map(str, runs), "--out", str(out), "--wandb", "disabled"]) == 0
+    shuffled = [*runs[:3], runs[5], runs[3], runs[4]]  # pairing goes by seed, not by order
+    assert main(["compare", *map(str, shuffled), "--out", str(out), "--wandb", "disabled"]) == 0
     summary = pd.read_csv(out / "summary.csv").set_index("metric")
     p_values = {}
     for metric in ("pesq", "sisdr"):
@@ -371,3 +372,13 @@ def test_comparison_is_logged_to_wandb_offline(tmp_path):
     assert logged.summary["compare/fixed_vs_original/pesq/seed_spread_known"] is True
     assert logged.summary["compare/per_file"]["nrows"] == 5
     assert logged.summary["compare/per_file_diff"]["_type"] == "image-file"
+
+
+def test_two_folders_at_one_gain_are_refused(tmp_path):
+    run = write_run(tmp_path, "fixed", 0, {"pesq": [1.0] * 4}, gain=0.0)
+    write_run(tmp_path, "fixed", 0, {"pesq": [1.0] * 4}, folder="mini@+5dB", gain=0.0)
+    other = write_run(tmp_path, "original", 0, {"pesq": [1.0] * 4})
+    with pytest.raises(
+        UserError, match=r"two evaluations at input gain 0 dB \(mini and mini@\+5dB\)"
+    ):
+        load_runs([other, run])
