@@ -935,7 +935,9 @@ def headline_table(summary: pd.DataFrame) -> pd.DataFrame:
             "A seed std": summary["a_seed_std"],
             "B seed std": summary["b_seed_std"],
             "mde": summary["mde"],
-            "seeds needed": summary["seeds_needed"],
+            "seeds needed": [
+                f"{n:.0f}+" if n >= seed_stats.MAX_SEEDS else n for n in summary["seeds_needed"]
+            ],
             "rel. diff of means %": [_relative(r) for _, r in summary.iterrows()],
         }
     )
@@ -1049,7 +1051,8 @@ def write_report(comparison: Comparison, out_dir: Path, figures: list[Path]) -> 
                 lines += ["", f"![{name}{suffix}]({name}{suffix}.png)"]
     if any(f.name == "robustness.png" for f in figures):
         lines += ["", "## Robustness to input gain", "", "![robustness](robustness.png)"]
-    lines += ["", "## Per-seed means", "", markdown_table(c.run_means)]
+    seed_means = c.run_means.assign(gain_db=[f"{g:g}" for g in c.run_means["gain_db"]])
+    lines += ["", "## Per-seed means", "", markdown_table(seed_means)]
     lines += [f"\n![{f.stem}]({f.name})" for f in figures if f.stem.startswith("seed_means")]
     lines += ["", "## Method", "", *METHOD, "", "## Definitions", "", *DEFINITIONS]
     path = out_dir / "report.md"
@@ -1087,6 +1090,10 @@ DEFINITIONS = [
     "- Per-file value of a variant: the mean of that file's score over the variant's seeds; "
     "`diff` = B - A in the metric's unit, `rel_diff_pct` = `100 (B - A) / |A|` (undefined, "
     "left out, where A = 0 and B != 0).",
+    "- The spread behind p, interval, mde and seeds needed is the test's: the std of the "
+    "per-seed differences when paired (often much smaller than either seed std, as both runs "
+    "of a seed share its initial weights and crop order), the pooled seed std for Student's t, "
+    "both seed stds for Welch's. Seeds needed: 1000+ means 1000 or more.",
     f"- SSNR and SI-SDR: {NO_RELATIVE}; their relative columns in summary.csv are empty.",
     "- B better (share): fraction of files with B > A. Wilcoxon p (files): two-sided paired "
     "Wilcoxon signed-rank test of the per-file B - A (scipy); it ignores seed-to-seed spread.",
@@ -1134,7 +1141,7 @@ def print_summary(comparison: Comparison, report: Path | None = None, console=No
                 f"{len(c.files)} files",
                 caption=f"{first['test']} on per-run means"
                 + (" (paired by seed)" if first["paired"] else "")
-                + "; rel %: difference of means / |A mean|, none on dB scales (ssnr, sisdr)",
+                + "; rel %: 100 (B - A) / |A|, none for ssnr, sisdr (a dB scale has no meaningful zero)",
             )
             columns = ["metric", "A mean", "B mean", "B - A", "95% interval", "p", "p Holm",
                        "rel %"]  # fmt: skip
