@@ -411,7 +411,9 @@ def _name_variants(runs: list[RunMetrics], labels: list[str] | None) -> None:
             run.variant = run.label
             if run.seed is not None:
                 run.label = f"{run.label}-seed{run.seed}"
+        _make_labels_unique(runs)
     else:
+        _make_labels_unique(runs)
         groups: dict[str, list[RunMetrics]] = {}
         for run in runs:
             key = json.dumps(run.identity or {"label": run.label}, sort_keys=True)
@@ -422,12 +424,11 @@ def _name_variants(runs: list[RunMetrics], labels: list[str] | None) -> None:
         for name, members in zip(names, groups.values(), strict=True):
             for run in members:
                 run.variant = name
-    seen: dict[str, int] = {}
-    for run in runs:
-        count = seen.get(run.label, 0)
-        seen[run.label] = count + 1
-        if count:
-            run.label = f"{run.label}#{count + 1}"
+
+
+def _make_labels_unique(runs: list[RunMetrics]) -> None:
+    for run, label in zip(runs, _unique([r.label for r in runs]), strict=True):
+        run.label = label
 
 
 def _differing_keys(identities: list[dict]) -> list[str]:

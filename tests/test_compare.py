@@ -382,3 +382,11 @@ def test_two_folders_at_one_gain_are_refused(tmp_path):
         UserError, match=r"two evaluations at input gain 0 dB \(mini and mini@\+5dB\)"
     ):
         load_runs([other, run])
+
+
+def test_same_named_csvs_stay_apart(tmp_path):
+    a = write_csv(tmp_path / "x" / "run" / "metrics.csv", {"pesq": [1.0] * 4})
+    b = write_csv(tmp_path / "y" / "run" / "metrics.csv", {"pesq": [1.5] * 4})
+    comparison = compare([a, b])
+    assert comparison.variants == ["run", "run#2"]
+    assert comparison.summary.iloc[0]["mean_diff"] == pytest.approx(0.5)
