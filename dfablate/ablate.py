@@ -7,8 +7,9 @@ Each stage is skipped when its outputs exist, so running the command again resum
   continue from their last checkpoint (`resume=true`).
 - evaluate: `dfablate.evaluation` on each trained run, unless a complete evaluation of the same
   checkpoint on the same test set exists.
-- compare: `dfablate.compare` over all evaluated runs (baseline: the first norm of the sweep),
-  unless `compare/inputs.json` shows the same inputs.
+- compare: `dfablate.compare` over all evaluated runs at every input gain they were all
+  evaluated at (baseline: the first norm of the sweep), unless `compare/inputs.json` shows the
+  same inputs.
 A failed job does not stop the others; the comparison runs on what exists and lists what is
 missing, and the command exits with status 1.
 """
@@ -274,13 +275,13 @@ def compare_evaluated(plan: Plan, console):
         )
         return None
     out_dir = Path(plan.settings.compare_dir or plan.experiment_dir / "compare")
-    dataset = plan.test_set.name
-    csvs = [job.run_dir / "eval" / dataset / "metrics.csv" for job in available]
+    # every input gain the runs were evaluated at (eval/<dataset>@<G>dB/ beside eval/<dataset>/)
+    runs, left_out_gains = load_runs([job.run_dir for job in available], plan.test_set.name)
+    comparison = compare_runs(runs, left_out_gains)
+    comparison.missing_runs = missing
+    csvs = [run.csv_path for run in runs]
     inputs = {"runs": [str(p) for p in csvs], "sha1": [_sha1(p) for p in csvs], "missing": missing}
     inputs_path = out_dir / "inputs.json"
-    runs = load_runs([job.run_dir for job in available], dataset=dataset)
-    comparison = compare_runs(runs)
-    comparison.missing_runs = missing
     report = out_dir / "report.md"
     if report.is_file() and inputs_path.is_file():
         if json.loads(inputs_path.read_text()) == inputs:
