@@ -245,6 +245,7 @@ def evaluate_trained(plan: Plan, console) -> None:
 
         torch.set_num_threads(int(plan.num_threads))
     skipped = plan.skipped.setdefault("evaluate", [])
+    noisy_cache_dir = Path(options.noisy_cache_dir) if options.noisy_cache_dir else None
     for job in plan.jobs:
         for gain in options.input_gains_db:
             if job.failure:
@@ -264,9 +265,7 @@ def evaluate_trained(plan: Plan, console) -> None:
                     save_enhanced=bool(options.save_enhanced),
                     jobs=options.jobs,
                     device=options.device,
-                    noisy_cache_dir=Path(options.noisy_cache_dir)
-                    if options.noisy_cache_dir
-                    else None,
+                    noisy_cache_dir=noisy_cache_dir,
                     wandb_cfg=OmegaConf.to_container(plan.settings.wandb),
                     input_gain_db=gain,
                 )

@@ -139,9 +139,10 @@ class ValentiniDataModule(L.LightningDataModule):
     validation and test batches are one whole utterance each, never scaled.
     `batch_size_schedule` ({epoch: size}, from epoch 0, capped at `batch_size`) ramps the
     training batch size as DeepFilterNet's trainer does; the trainer must then reload the
-    training loader every epoch (`dfablate train` sets that). Files at another rate are resampled to `sample_rate` on load. Setup checks
-    every file's header and fails early, naming files, on unpaired, unreadable or empty files,
-    NaN samples (in float files), length mismatches and empty splits.
+    training loader every epoch (`dfablate train` sets that). Files at another rate are
+    resampled to `sample_rate` on load. Setup checks every file's header and fails early, naming
+    files, on unpaired, unreadable or empty files, NaN samples (in float files), length
+    mismatches and empty splits.
     """
 
     def __init__(
