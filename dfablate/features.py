@@ -137,7 +137,9 @@ def fixed_warm_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
 
     The EMA is linear in its input and its start, so feat_spec of g*x equals that of x for any
     gain g > 0. Until a bin's first non-zero magnitude its input is 0 and so is its output (no
-    NaN on digital silence); libDF's `init_state` is not used.
+    NaN on digital silence); libDF's `init_state` is not used. Only feat_spec becomes
+    gain-invariant: `spec` still scales with g, and feat_erb's EMA starts from libDF's fixed
+    state linspace(-60, -90) dB, so it depends on the level until that state has decayed.
     """
     magnitude = power(spec).sqrt()  # [B, T, F]
     nonzero = magnitude > 0
