@@ -151,7 +151,10 @@ def test_multirun_produces_one_run_per_norm_and_seed(tmp_path, mini_cache):
     ("override", "expected"),
     [
         ("norm=nope", "Could not find 'norm/nope'"),
-        ("norm.name=nope", "unknown normalisation 'nope'; known: fixed, none, original, rms"),
+        (
+            "norm.name=nope",
+            "unknown normalisation 'nope'; known: fixed, fixed_warm, none, original, rms",
+        ),
         ("+model.params.conv_chanels=8", "unknown dfn3 model parameter(s) conv_chanels"),
         ("trainer=tpu9", "Could not find 'trainer/tpu9'"),
         ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt: checkpoint not found"),
