@@ -5,8 +5,9 @@ Each stage is skipped when its outputs exist, so running the command again resum
   `norm` and `seed`, the configured launcher) in a subprocess, for the runs without a completed
   `train_status.json` (written by `TrainStatusCallback` at the end of each job); unfinished runs
   continue from their last checkpoint (`resume=true`).
-- evaluate: `dfablate.evaluation` on each trained run, unless a complete evaluation of the same
-  checkpoint on the same test set exists.
+- evaluate: `dfablate.evaluation` on each trained run at every input gain of
+  `ablate.evaluate.input_gains_db`, unless a complete evaluation of the same checkpoint on the
+  same test set at that gain exists.
 - compare: `dfablate.compare` over all evaluated runs at every input gain they were all
   evaluated at (baseline: the first norm of the sweep), unless `compare/inputs.json` shows the
   same inputs.
@@ -169,6 +170,7 @@ def plan(overrides: list[str]) -> Plan:
         data_cfg = compose_config("evaluate", [f"data={settings.evaluate.data}"]).data
         data_name = settings.evaluate.data
     options = settings.evaluate
+    options.input_gains_db = input_gains(options.get("input_gains_db", [0]))
     test_set = load_test_set(data_cfg, data_name, options.split, options.max_files)
     return Plan(
         name=str(cfg.name),
@@ -179,6 +181,19 @@ def plan(overrides: list[str]) -> Plan:
         settings=settings,
         num_threads=cfg.get("num_threads"),
     )
+
+
+def input_gains(value) -> list[float]:
+    """`ablate.evaluate.input_gains_db` as distinct gains in dB, in the given order."""
+    from omegaconf import ListConfig
+
+    from dfablate.evaluation import check_gain_db
+
+    option = "ablate.evaluate.input_gains_db"
+    if not isinstance(value, list | tuple | ListConfig) or len(value) == 0:
+        raise UserError(f"{option}={value}: must be a non-empty list of gains in dB, e.g. [0, -20]")
+    gains = [check_gain_db(v, option) for v in value]
+    return list(dict.fromkeys(gains))
 
 
 # ---------------------------------------------------------------- stages
@@ -219,10 +234,11 @@ def train_missing(plan: Plan, console) -> None:
 
 
 def evaluate_trained(plan: Plan, console) -> None:
-    """Evaluate every trained run that has no complete evaluation of its checkpoint yet."""
+    """Evaluate every trained run at every input gain that has no complete evaluation of its
+    checkpoint there yet."""
     from omegaconf import OmegaConf
 
-    from dfablate.evaluation import evaluate_checkpoint, is_evaluated
+    from dfablate.evaluation import evaluate_checkpoint, gain_dir_name, is_evaluated
 
     options, test_set = plan.settings.evaluate, plan.test_set
     if plan.num_threads:
@@ -230,30 +246,39 @@ def evaluate_trained(plan: Plan, console) -> None:
 
         torch.set_num_threads(int(plan.num_threads))
     skipped = plan.skipped.setdefault("evaluate", [])
+    noisy_cache_dir = Path(options.noisy_cache_dir) if options.noisy_cache_dir else None
     for job in plan.jobs:
-        if job.failure:
-            continue
-        ckpt = job.checkpoint
-        if is_evaluated(job.run_dir, test_set, ckpt):
-            skipped.append(job.label)
-            continue
-        console.print(f"evaluate: {job.label} ({ckpt.name}) on {test_set.name}")
-        try:
-            evaluate_checkpoint(
-                ckpt,
-                job.run_dir,
-                test_set,
-                expect_norm=job.norm,
-                save_enhanced=bool(options.save_enhanced),
-                jobs=options.jobs,
-                device=options.device,
-                noisy_cache_dir=Path(options.noisy_cache_dir) if options.noisy_cache_dir else None,
-                wandb_cfg=OmegaConf.to_container(plan.settings.wandb),
-            )
-        except UserError as exc:
-            job.failure = f"evaluation failed: {exc}"
+        for gain in options.input_gains_db:
+            if job.failure:
+                break
+            ckpt = job.checkpoint
+            where = gain_dir_name(test_set.name, gain)
+            if is_evaluated(job.run_dir, test_set, ckpt, gain):
+                skipped.append(job.label if gain == 0 else f"{job.label} {where}")
+                continue
+            console.print(f"evaluate: {job.label} ({ckpt.name}) on {where}")
+            try:
+                evaluate_checkpoint(
+                    ckpt,
+                    job.run_dir,
+                    test_set,
+                    expect_norm=job.norm,
+                    save_enhanced=bool(options.save_enhanced),
+                    jobs=options.jobs,
+                    device=options.device,
+                    noisy_cache_dir=noisy_cache_dir,
+                    wandb_cfg=OmegaConf.to_container(plan.settings.wandb),
+                    input_gain_db=gain,
+                )
+            except UserError as exc:
+                job.failure = f"evaluation failed ({where}): {exc}"
     if skipped:
-        console.print(f"evaluate: {len(skipped)} runs already evaluated, skipped")
+        if len(options.input_gains_db) == 1:
+            console.print(f"evaluate: {len(skipped)} runs already evaluated, skipped")
+        else:
+            console.print(
+                f"evaluate: {len(skipped)} evaluations (run x gain) already done, skipped"
+            )
 
 
 def compare_evaluated(plan: Plan, console):

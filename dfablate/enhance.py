@@ -1,9 +1,11 @@
 """Whole-utterance enhancement, aligned sample-exactly with the input.
 
-libDF's synthesis is delayed by `fft_size - hop_size` samples and only whole hops are analysed,
-so the input is padded at the end (delay + the hop remainder), and the first `delay` output
-samples are dropped: the enhanced signal has the input's length and no delay, as required to
-score it against the clean reference.
+libDF's synthesis is delayed by `fft_size - hop_size` samples and only whole hops are analysed.
+As DeepFilterNet's own `df.enhance.enhance` does, the input is padded with `fft_size` zeros at
+the end and the output is cut to `[delay, delay + length)`: the enhanced signal has the input's
+length and no delay, as required to score it against the clean reference, and it is what
+upstream's `enhance` gives (the model looks ahead `conv_lookahead`/`df_lookahead` frames, so the
+padding decides the last frames of the output).
 """
 
 from __future__ import annotations
@@ -20,19 +22,13 @@ from dfablate.features import DfFeatures
 SpecModel = Callable[[Tensor, Tensor, Tensor], Tensor | tuple[Tensor, ...]]
 
 
-def end_padding(length: int, hop_size: int, delay: int) -> int:
-    """Samples to append so that the padded length is a multiple of the hop and >= length + delay."""
-    needed = length + delay
-    return delay + (-needed) % hop_size
-
-
 @torch.inference_mode()
 def enhance_waveform(noisy: Tensor, features: DfFeatures, model: SpecModel) -> Tensor:
     """Enhance [T] or [B, T] waveforms; the output has the same shape and no STFT delay."""
     squeeze = noisy.dim() == 1
     wave = noisy.unsqueeze(0) if squeeze else noisy
     length = wave.shape[-1]
-    padded = F.pad(wave.float(), (0, end_padding(length, features.hop_size, features.delay)))
+    padded = F.pad(wave.float(), (0, features.fft_size))  # as df.enhance.enhance
     feats = features(padded)
     out = model(feats.spec, feats.feat_erb, feats.feat_spec)
     spec = out[0] if isinstance(out, tuple) else out

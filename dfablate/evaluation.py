@@ -4,7 +4,11 @@ Inference runs in the main process and feeds a pool of scoring processes, so enh
 file overlaps with scoring the previous ones and all cores stay busy. Each finished file is
 appended to `metrics.csv` at once (one complete line per write), so an interrupted evaluation
 resumes with the files still missing. The unprocessed noisy input is scored once per test set
-into a cache shared by all runs; it is the "noisy" reference row.
+(and input gain) into a cache shared by all runs; it is the "noisy" reference row.
+
+`input_gain_db` evaluates at a shifted input level: the noisy input and the clean reference are
+both scaled by 10^(G/20) before enhancement and scoring, and the results go to
+`eval/<dataset>@<G>dB` (0 dB: `eval/<dataset>`, as before gains existed).
 """
 
 from __future__ import annotations
@@ -30,6 +34,35 @@ from dfablate.metrics import METRICS, MetricError, score_pair
 from dfablate.progress import progress_bar
 
 COLUMNS = ("file", *METRICS, "error")
+
+# What produced the results, recorded in summary.json and eval_state.json: results of another
+# version are scored again, never mixed. 1: end padding of delay + hop remainder; 2: fft_size
+# zeros as df.enhance.enhance, and input gains.
+PIPELINE_VERSION = 2
+
+
+def gain_factor(input_gain_db: float) -> float:
+    """The amplitude factor 10^(G/20) of an input gain in dB."""
+    return 10.0 ** (input_gain_db / 20.0)
+
+
+def check_gain_db(value, option: str) -> float:
+    """`value` as a finite gain in dB; a UserError naming `option` otherwise."""
+    try:
+        gain = float(value)
+    except (TypeError, ValueError):
+        gain = float("nan")
+    if isinstance(value, bool) or not np.isfinite(gain):
+        raise UserError(f"{option}={value}: must be a finite number of dB (e.g. -20, 0, 10)")
+    return gain + 0.0  # -0.0 is 0 dB
+
+
+def gain_dir_name(dataset: str, input_gain_db: float) -> str:
+    """The results folder of a dataset at an input gain: `valentini` at 0 dB, else with an
+    explicit sign, `valentini@-20dB`, `valentini@+10dB`, `valentini@+2.5dB`."""
+    if input_gain_db == 0:
+        return dataset
+    return f"{dataset}@{input_gain_db:+g}dB"
 
 
 @dataclass(frozen=True)
@@ -127,17 +160,26 @@ def _is_nan(value) -> bool:
 # ---------------------------------------------------------------- scoring worker
 
 
-def score_file(name: str, clean_path: Path, degraded: np.ndarray | Path, sample_rate: int) -> dict:
+def score_file(
+    name: str,
+    clean_path: Path,
+    degraded: np.ndarray | Path,
+    sample_rate: int,
+    input_gain_db: float = 0.0,
+) -> dict:
     """One CSV row: all metrics of `degraded` (array or file) against the clean file.
+
+    At an input gain, the clean reference (and `degraded` when it is a file: the noisy input)
+    is scaled by 10^(G/20) first; an array is already the output for the scaled input.
 
     As in `dfablate score`, a pair that cannot be scored (unreadable file, no speech for PESQ,
     even an unexpected failure) gives NaN metrics and a one-line reason in `error`, so one bad
     file never stops the evaluation; such rows are tried again when the evaluation resumes.
     """
     try:
-        clean = load_audio(clean_path, sample_rate)
+        clean = _at_gain(load_audio(clean_path, sample_rate), input_gain_db)
         if isinstance(degraded, Path):
-            degraded = load_audio(degraded, sample_rate)
+            degraded = _at_gain(load_audio(degraded, sample_rate), input_gain_db)
         scores = score_pair(clean, degraded, sample_rate)
         error = ""
     except (UserError, MetricError) as exc:
@@ -148,13 +190,24 @@ def score_file(name: str, clean_path: Path, degraded: np.ndarray | Path, sample_
     return {"file": name, **scores, "error": " ".join(error.split())}
 
 
+def _at_gain(audio: np.ndarray, input_gain_db: float) -> np.ndarray:
+    if input_gain_db == 0:
+        return audio
+    return (audio * np.float32(gain_factor(input_gain_db))).astype(np.float32)
+
+
 # ---------------------------------------------------------------- pipeline
 
 
-def noisy_cache_path(cache_dir: Path, test_set: TestSet) -> Path:
-    """Where the noisy input's scores live: keyed by the dataset root and its file list."""
-    key = hashlib.sha1(f"{test_set.root.resolve()}|{test_set.fingerprint}".encode()).hexdigest()
-    return cache_dir / f"noisy-{test_set.name}-{key[:16]}" / "metrics.csv"
+def noisy_cache_path(cache_dir: Path, test_set: TestSet, input_gain_db: float = 0.0) -> Path:
+    """Where the noisy input's scores live: keyed by the dataset root, its file list and the
+    input gain (0 dB keeps the key it had before gains existed)."""
+    text = f"{test_set.root.resolve()}|{test_set.fingerprint}"
+    if input_gain_db != 0:
+        text += f"|{input_gain_db!r}dB"
+    key = hashlib.sha1(text.encode()).hexdigest()
+    name = gain_dir_name(test_set.name, input_gain_db)
+    return cache_dir / f"noisy-{name}-{key[:16]}" / "metrics.csv"
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -193,20 +246,22 @@ def evaluate_model(
     jobs: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    input_gain_db: float = 0.0,
 ) -> Evaluation:
     """Enhance and score every pair of `test_set` into `out_dir` (metrics.csv, summary.json).
 
     `identity` describes the model (checkpoint path and hash, norm, seed, ...); results written
-    for another model or test set are discarded rather than mixed with new ones.
+    for another model, test set, input gain or pipeline version are discarded rather than mixed
+    with new ones. `input_gain_db` scales the noisy input and the clean reference together.
     """
     import torch
 
     from dfablate.enhance import enhance_waveform
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _reset_if_stale(out_dir, identity, test_set)
+    _reset_if_stale(out_dir, identity, test_set, input_gain_db)
     results = ResultsCsv(out_dir / "metrics.csv")
-    noisy_csv = ResultsCsv(noisy_cache_path(noisy_cache_dir, test_set))
+    noisy_csv = ResultsCsv(noisy_cache_path(noisy_cache_dir, test_set, input_gain_db))
     names = {p.noisy.name for p in test_set.pairs}
     done = {k: v for k, v in results.finished().items() if k in names}
     noisy_done = {k: v for k, v in noisy_csv.finished().items() if k in names}
@@ -243,27 +298,30 @@ def evaluate_model(
         def submit_noisy(limit: int) -> None:
             while noisy_todo and len(inflight) < limit:
                 pair = noisy_todo.pop(0)
-                future = pool.submit(score_file, pair.noisy.name, pair.clean, pair.noisy, sr)
+                future = pool.submit(
+                    score_file, pair.noisy.name, pair.clean, pair.noisy, sr, input_gain_db
+                )
                 inflight[future] = ("noisy", pair.noisy.name)
 
         try:
             for pair in todo:
                 try:
-                    noisy = torch.from_numpy(load_audio(pair.noisy, sr)).to(device)
+                    noisy = _at_gain(load_audio(pair.noisy, sr), input_gain_db)
                 except AudioError:  # scored as a failed file, like a bad clean file
-                    row = score_file(pair.noisy.name, pair.clean, pair.noisy, sr)
+                    row = score_file(pair.noisy.name, pair.clean, pair.noisy, sr, input_gain_db)
                     results.append(row)
                     done[pair.noisy.name] = row
                     bar.advance(enhance_task)
                     bar.advance(score_task)
                     continue
+                noisy = torch.from_numpy(noisy).to(device)
                 enhanced = enhance_waveform(noisy, features, model).cpu().numpy()
                 if save_enhanced:
                     _write_wav_atomic(enhanced_dir / pair.noisy.name, enhanced, sr)
-                inflight[pool.submit(score_file, pair.noisy.name, pair.clean, enhanced, sr)] = (
-                    "enhanced",
-                    pair.noisy.name,
+                future = pool.submit(
+                    score_file, pair.noisy.name, pair.clean, enhanced, sr, input_gain_db
                 )
+                inflight[future] = ("enhanced", pair.noisy.name)
                 bar.advance(enhance_task)
                 submit_noisy(jobs)
                 collect(2 * jobs)
@@ -284,6 +342,8 @@ def evaluate_model(
     summary = {
         **identity,
         "dataset": test_set.describe(),
+        "input_gain_db": float(input_gain_db),
+        "pipeline_version": PIPELINE_VERSION,
         "n_files": len(rows),
         "n_failed": sum(1 for r in rows if r["error"]),
         **summarise(rows),
@@ -297,13 +357,24 @@ def evaluate_model(
     return Evaluation(results.path, summary_json, summary, rows, noisy_rows)
 
 
-def _reset_if_stale(out_dir: Path, identity: dict, test_set: TestSet) -> None:
-    """Discard earlier results made by another checkpoint or on another test set."""
+def _reset_if_stale(
+    out_dir: Path, identity: dict, test_set: TestSet, input_gain_db: float = 0.0
+) -> None:
+    """Discard earlier results made by another checkpoint, on another test set, at another
+    input gain or by another pipeline version (results without a recorded state included)."""
     state_path = out_dir / "eval_state.json"
-    state = {"checkpoint_sha1": identity.get("checkpoint_sha1"), "dataset": test_set.fingerprint}
-    if state_path.is_file() and json.loads(state_path.read_text()) != state:
+    state = {
+        "checkpoint_sha1": identity.get("checkpoint_sha1"),
+        "dataset": test_set.fingerprint,
+        "input_gain_db": float(input_gain_db),
+        "pipeline_version": PIPELINE_VERSION,
+    }
+    known = json.loads(state_path.read_text()) if state_path.is_file() else None
+    earlier = (out_dir / "metrics.csv").is_file()
+    if (known is not None and known != state) or (known is None and earlier):
         warnings.warn(
-            f"{out_dir}: earlier results are from another checkpoint or test set; re-evaluating",
+            f"{out_dir}: earlier results are from another checkpoint, test set, input gain or "
+            f"pipeline version (now {PIPELINE_VERSION}); re-evaluating",
             stacklevel=3,
         )
         for name in ("metrics.csv", "summary.json"):
@@ -423,8 +494,10 @@ def evaluate_checkpoint(
     noisy_cache_dir: Path | None = None,
     wandb_cfg: dict | None = None,
     progress: bool = True,
+    input_gain_db: float = 0.0,
 ) -> Evaluation:
-    """Load `ckpt` (refusing another norm than `expect_norm`), evaluate it, log it to W&B."""
+    """Load `ckpt` (refusing another norm than `expect_norm`), evaluate it at `input_gain_db`
+    (default folder `<run dir>/eval/<dataset>[@<G>dB]`), log it to W&B."""
     import torch
 
     from dfablate.training import DfnSystem
@@ -442,7 +515,7 @@ def evaluate_checkpoint(
         "seed": train_cfg.get("seed"),
         "arch": system.identity["model"]["arch"],
     }
-    out_dir = out_dir or run_dir / "eval" / test_set.name
+    out_dir = out_dir or run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db)
     evaluation = evaluate_model(
         system.features,
         system.dfnet,
@@ -454,20 +527,24 @@ def evaluate_checkpoint(
         jobs=jobs,
         device=device,
         progress=progress,
+        input_gain_db=input_gain_db,
     )
     if wandb_cfg is not None:
         log_evaluation_to_wandb(run_dir, evaluation, train_cfg, wandb_cfg)
     return evaluation
 
 
-def is_evaluated(run_dir: Path, test_set: TestSet, ckpt: Path) -> bool:
-    """Whether `run_dir` already has a complete evaluation of `ckpt` on `test_set`."""
-    summary_path = run_dir / "eval" / test_set.name / "summary.json"
+def is_evaluated(run_dir: Path, test_set: TestSet, ckpt: Path, input_gain_db: float = 0.0) -> bool:
+    """Whether `run_dir` already has a complete evaluation of `ckpt` on `test_set` at
+    `input_gain_db`, made by this pipeline version."""
+    summary_path = run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db) / "summary.json"
     if not summary_path.is_file():
         return False
     summary = json.loads(summary_path.read_text())
     return (
         bool(summary.get("complete"))
+        and summary.get("pipeline_version") == PIPELINE_VERSION
+        and summary.get("input_gain_db", 0.0) == input_gain_db
         and summary.get("checkpoint_sha1") == file_sha1(ckpt)
         and summary.get("dataset", {}).get("fingerprint") == test_set.fingerprint
     )
@@ -511,13 +588,15 @@ def _log_evaluation(run_dir: Path, evaluation: Evaluation, train_cfg: dict, wand
     from dfablate.tracking import init_wandb
 
     summary = evaluation.summary
-    dataset = summary["dataset"]["name"]
+    dataset = gain_dir_name(summary["dataset"]["name"], summary["input_gain_db"])
     train_wandb = (train_cfg.get("logger") or {}).get("wandb") or {}
     config = {
         "norm": {"name": summary["norm"]},
         "seed": summary["seed"],
         "name": summary["experiment"],
         "dataset": summary["dataset"],
+        "input_gain_db": summary["input_gain_db"],
+        "pipeline_version": summary["pipeline_version"],
         "checkpoint": summary["checkpoint"],
     }
     run = init_wandb(
@@ -580,6 +659,7 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
     """
     from omegaconf import OmegaConf
 
+    input_gain_db = check_gain_db(cfg.input_gain_db, "input_gain_db")
     ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
     data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
     if not any(o.split("=", 1)[0].lstrip("+~") == "data" for o in overrides):
@@ -603,6 +683,7 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         noisy_cache_dir=Path(cfg.noisy_cache_dir) if cfg.noisy_cache_dir else None,
         wandb_cfg=OmegaConf.to_container(cfg.wandb),
         progress=bool(cfg.progress),
+        input_gain_db=input_gain_db,
     )
 
 
@@ -612,7 +693,8 @@ def summary_table(evaluation: Evaluation):
 
     summary = evaluation.summary
     table = Table(
-        title=f"{summary['dataset']['name']}: {summary['n_files']} files "
+        title=f"{gain_dir_name(summary['dataset']['name'], summary['input_gain_db'])}: "
+        f"{summary['n_files']} files "
         f"({summary['n_failed']} not scored), norm={summary['norm']}"
     )
     table.add_column("")

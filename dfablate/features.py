@@ -122,8 +122,34 @@ def original_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
 
 @register_norm("fixed")
 def fixed_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
-    """DeepFilterNet2 paper eq. 12: divide by the EMA of |X| itself (gain-invariant)."""
+    """DeepFilterNet2 paper eq. 12: divide by the EMA of |X| itself.
+
+    Not gain-invariant: the EMA starts from libDF's fixed state, whose weight alpha^t (0.37
+    after 1 s, 0.05 after 3 s) dominates a training crop, so the features grow with the input
+    level until the start state has decayed. `fixed_warm` removes that start state.
+    """
     return spec * ema(power(spec).sqrt(), alpha, init_state).reciprocal()
+
+
+@register_norm("fixed_warm")
+def fixed_warm_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
+    """`fixed` with each bin's EMA started from that bin's first non-zero |X| (causal).
+
+    The EMA is linear in its input and its start, so feat_spec of g*x equals that of x for any
+    gain g > 0. Until a bin's first non-zero magnitude its input is 0 and so is its output (no
+    NaN on digital silence); libDF's `init_state` is not used. Only feat_spec becomes
+    gain-invariant: `spec` still scales with g, and feat_erb's EMA starts from libDF's fixed
+    state linspace(-60, -90) dB, so it depends on the level until that state has decayed.
+    """
+    magnitude = power(spec).sqrt()  # [B, T, F]
+    nonzero = magnitude > 0
+    seen = torch.cumsum(nonzero, dim=1) > 0  # frames at or after the bin's first non-zero |X|
+    first = nonzero.int().argmax(dim=1, keepdim=True)  # 0 for an all-zero bin (magnitude 0)
+    start = magnitude.gather(1, first)  # [B, 1, F]
+    # before the first non-zero frame, hold the start value: the state there is exactly `start`
+    state = ema(torch.where(seen, magnitude, start), alpha, start[:, 0])
+    safe = torch.where(state > 0, state, torch.ones_like(state))
+    return torch.where(state > 0, spec / safe, torch.zeros_like(spec))
 
 
 @register_norm("rms")

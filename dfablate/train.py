@@ -273,6 +273,8 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["strategy"] = _strategy(trainer_cfg.get("strategy", "auto"))
+    if getattr(datamodule, "batch_size_schedule", None):  # a new batch size, a new loader
+        trainer_cfg["reload_dataloaders_every_n_epochs"] = 1
     resume_step = None
     if ckpt_path is not None:
         resume_step = int(

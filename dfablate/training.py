@@ -79,6 +79,10 @@ class RecipeSchedule(LRScheduler):
     Step i < warmup: lr_warmup + (lr - lr_warmup) * i / (warmup - 1); after: lr_min + (lr -
     lr_min) * (1 + cos(pi * j / (total - warmup))) / 2 with j = i - warmup. The weight decay
     follows the same cosine from weight_decay to weight_decay_end over all steps.
+
+    When the steps per epoch change (a batch-size ramp), `set_epoch_length` rebuilds both for
+    the new length and continues at step epoch * steps_per_epoch, as DeepFilterNet's trainer
+    does (`setup_lrs` / `setup_wds`, indexed by epoch * len(loader) + i).
     """
 
     def __init__(
@@ -91,11 +95,14 @@ class RecipeSchedule(LRScheduler):
         lr_min: float,
         weight_decay: float,
         weight_decay_end: float,
+        steps_per_epoch: int | None = None,
     ):
         self.total_steps = max(int(total_steps), 1)
         self.warmup_steps = min(max(int(warmup_steps), 0), self.total_steps - 1)
         self.lr, self.lr_warmup, self.lr_min = lr, lr_warmup, lr_min
         self.weight_decay, self.weight_decay_end = weight_decay, weight_decay_end
+        self.steps_per_epoch = steps_per_epoch
+        self.offset = 0  # schedule position - optimizer steps taken (moved by set_epoch_length)
         super().__init__(optimizer)
 
     @staticmethod
@@ -115,13 +122,31 @@ class RecipeSchedule(LRScheduler):
     def weight_decay_at(self, step: int) -> float:
         return self._cosine(self.weight_decay, self.weight_decay_end, step, self.total_steps)
 
+    @property
+    def position(self) -> int:
+        """The step of the schedule the optimizer is at."""
+        return self.last_epoch + self.offset
+
     def get_lr(self) -> list[float]:
-        return [self.lr_at(self.last_epoch) for _ in self.optimizer.param_groups]
+        return [self.lr_at(self.position) for _ in self.optimizer.param_groups]
 
     def step(self, epoch: int | None = None) -> None:
         super().step()
         for group in self.optimizer.param_groups:
-            group["weight_decay"] = self.weight_decay_at(self.last_epoch)
+            group["weight_decay"] = self.weight_decay_at(self.position)
+
+    def set_epoch_length(
+        self, steps_per_epoch: int, epochs: int, warmup_epochs: float, epoch: int
+    ) -> None:
+        """Rebuild the schedules for `steps_per_epoch` and go to the start of `epoch`."""
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = max(epochs * steps_per_epoch, 1)
+        self.warmup_steps = min(max(int(warmup_epochs * steps_per_epoch), 0), self.total_steps - 1)
+        self.offset = epoch * steps_per_epoch - self.last_epoch
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.position)
+            group["weight_decay"] = self.weight_decay_at(self.position)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 def _float32_inputs(module: nn.Module, args: tuple) -> tuple:
@@ -300,14 +325,11 @@ class DfnSystem(L.LightningModule):
             amsgrad=True,
         )
         total = int(self.trainer.estimated_stepping_batches)
-        batches = self.trainer.num_training_batches
         max_epochs = self.trainer.max_epochs or -1
-        if math.isfinite(batches):
-            accumulate = max(int(self.trainer.accumulate_grad_batches), 1)
-            steps_per_epoch = max(math.ceil(batches / accumulate), 1)
-        elif max_epochs > 0:
+        steps_per_epoch = self._steps_per_epoch()
+        if steps_per_epoch is None and max_epochs > 0:
             steps_per_epoch = total // max_epochs
-        else:
+        elif steps_per_epoch is None:
             warnings.warn("epoch length unknown (max_steps only): no LR warm-up", stacklevel=2)
             steps_per_epoch = 0
         schedule = RecipeSchedule(
@@ -319,11 +341,38 @@ class DfnSystem(L.LightningModule):
             lr_min=cfg["lr_min"],
             weight_decay=cfg["weight_decay"],
             weight_decay_end=cfg["weight_decay_end"],
+            steps_per_epoch=steps_per_epoch,
         )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "lr"},
         }
+
+    def _steps_per_epoch(self) -> int | None:
+        """Optimizer steps in this epoch's training loader (None when it has no length)."""
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            return None
+        accumulate = max(int(self.trainer.accumulate_grad_batches), 1)
+        return max(math.ceil(batches / accumulate), 1)
+
+    def on_train_epoch_start(self) -> None:
+        """A new epoch length (batch-size ramp): rebuild the LR and WD schedules for it."""
+        schedule = self.lr_schedulers()
+        steps_per_epoch = self._steps_per_epoch()
+        max_epochs = self.trainer.max_epochs or -1
+        if (
+            isinstance(schedule, RecipeSchedule)
+            and steps_per_epoch is not None
+            and schedule.steps_per_epoch not in (None, steps_per_epoch)
+            and max_epochs > 0
+        ):
+            schedule.set_epoch_length(
+                steps_per_epoch,
+                max_epochs,
+                self.optim_cfg["warmup_epochs"],
+                self.current_epoch,
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         group = self.optimizers(use_pl_optimizer=False).param_groups[0]

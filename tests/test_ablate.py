@@ -1,7 +1,10 @@
 """`dfablate ablate` end to end on the mini corpus with the tiny model: real training (one
-step per run), evaluation and comparison; a failed sweep job; resuming skips finished stages."""
+step per run), evaluation at two input gains and comparison; a failed sweep job; resuming skips
+finished stages."""
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
@@ -24,7 +27,7 @@ def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
         "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
         "validate_first=false", "val_metric_utterances=0", "callbacks.media=null",
         "callbacks.progress_bar=null", "callbacks.early_stopping=null", "ablate.evaluate.jobs=2",
-        "ablate.evaluate.max_files=6",
+        "ablate.evaluate.max_files=6", "ablate.evaluate.input_gains_db=[0,-20]",
     ]  # fmt: skip
 
     assert main(args) == 1  # one job failed, the others were trained, evaluated and compared
@@ -38,7 +41,10 @@ def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
     assert (summary["a"] == "original").all() and (summary["b"] == "fixed").all()
     assert (summary["n_files"] == 6).all()  # a spread subset of the mini corpus test split
     finished = [out / "norm_ablation" / f"{norm}-seed0" for norm in ("original", "fixed")]
-    outputs = [run / "eval" / "mini-6files" / "metrics.csv" for run in finished]
+    outputs = [run / "eval" / where / "metrics.csv" for run in finished
+               for where in ("mini-6files", "mini-6files@-20dB")]  # fmt: skip
+    shifted = json.loads((finished[0] / "eval" / "mini-6files@-20dB" / "summary.json").read_text())
+    assert shifted["input_gain_db"] == -20.0 and shifted["dataset"]["n_files"] == 6
     outputs += [run / "checkpoints" / "best.ckpt" for run in finished]
     outputs += [compare_dir / "report.md"]
     stamps = {path: path.stat().st_mtime_ns for path in outputs}
@@ -46,6 +52,18 @@ def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
     assert main(args) == 1  # resumes: only the failed job is tried again
     printed = capfd.readouterr().out
     assert "norm=rms seed=0" in printed and "norm=original" not in printed
-    assert "2 runs already evaluated, skipped" in printed and "up to date, skipped" in printed
+    assert "4 evaluations (run x gain) already done, skipped" in printed
+    assert "up to date, skipped" in printed
     assert "fixed (B) vs original (A)" in printed and "report:" in printed
     assert {path: path.stat().st_mtime_ns for path in outputs} == stamps
+
+
+@pytest.mark.parametrize("gains", ["5", "[]", "[0,loud]"])
+def test_bad_input_gains_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys, gains):
+    monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
+    args = ["ablate", "data=mini", "logger=none", f"output_root={tmp_path / 'out'}",
+            f"ablate.evaluate.input_gains_db={gains}"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "ablate.evaluate.input_gains_db=" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -122,6 +122,102 @@ def test_crops_are_seeded_new_each_epoch_and_worker_independent(mini_root):
     assert first != _epoch(module(seed=4), 0)
 
 
+def _items(dm: ValentiniDataModule, epoch: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    return {
+        name: (noisy.numpy(), clean.numpy())
+        for batch in loader
+        for name, noisy, clean in zip(batch["name"], batch["noisy"], batch["clean"], strict=True)
+    }
+
+
+def _fitted_gain_db(scaled: np.ndarray, plain: np.ndarray) -> float:
+    return 20 * np.log10(np.dot(scaled, plain) / np.dot(plain, plain))
+
+
+def test_gain_augmentation_is_seeded_per_example_and_scales_noisy_and_clean(mini_root):
+    def module(gains, **kwargs) -> ValentiniDataModule:
+        dm = ValentiniDataModule(mini_root, crop_seconds=1.0, batch_size=8, seed=3,
+                                 gains_db=gains, **kwargs)  # fmt: skip
+        dm.setup("fit")
+        return dm
+
+    augmented = module([-6, 0, 6])
+    plain = _items(module([0]), epoch=1)
+    items = _items(augmented, epoch=1)
+    drawn = {}
+    for name, (noisy, clean) in items.items():
+        gain = _fitted_gain_db(noisy, plain[name][0])
+        assert _fitted_gain_db(clean, plain[name][1]) == pytest.approx(gain, abs=1e-4)
+        np.testing.assert_allclose(noisy, plain[name][0] * 10 ** (gain / 20), atol=1e-6)
+        drawn[name] = round(gain, 3)
+    assert set(drawn.values()) == {-6.0, 0.0, 6.0}  # 36 examples: every gain is drawn
+    # each draw is the dataset's seeded one: (seed, epoch, index), whatever the worker count
+    index = {pair.name: i for i, pair in enumerate(augmented.train_set.pairs)}
+    assert drawn == {n: augmented.train_set.gain_db(index[n], 1) for n in drawn}
+    workers = _items(module([-6, 0, 6], num_workers=2), epoch=1)
+    assert all(np.array_equal(workers[n][0], items[n][0]) for n in items)
+    assert {n: round(_fitted_gain_db(v[0], plain[n][0]), 3) for n, v in items.items()} == drawn
+    other_epoch = _items(augmented, epoch=2)
+    other = module([-6, 0, 6])
+    other.train_set.seed = 4
+    assert (
+        [augmented.train_set.gain_db(i, 2) for i in range(36)]
+        != [augmented.train_set.gain_db(i, 1) for i in range(36)]
+        != [other.train_set.gain_db(i, 1) for i in range(36)]
+    )
+    assert set(other_epoch) == set(items)
+    # validation is never augmented: the files as they are
+    val = _first_batch(augmented.val_dataloader())
+    clean, _ = sf.read(augmented.val_set.pairs[0].clean, dtype="float32")
+    assert np.array_equal(val["clean"].numpy(), clean[None])
+    assert augmented.val_set.gains_db == (0.0,)
+
+
+@pytest.mark.parametrize("gains", [[], "loud", [0, float("nan")]])
+def test_bad_gains_are_one_line_errors(mini_root, gains):
+    with pytest.raises(UserError, match="data option gains_db="):
+        ValentiniDataModule(mini_root, gains_db=gains)
+
+
+class _RecordBatchSizes(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.sizes: dict[int, list[int]] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.sizes.setdefault(self.current_epoch, []).append(len(batch["name"]))
+        return self.weight * batch["noisy"].mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader` but have no")
+def test_batch_size_schedule_ramps_per_epoch_capped_at_batch_size(mini_root):
+    schedule = {0: 4, 2: 12, 3: 64}  # 64 is capped at batch_size 16
+    dm = ValentiniDataModule(mini_root, crop_seconds=0.1, batch_size=16,
+                             batch_size_schedule=schedule)  # fmt: skip
+    assert [dm.train_batch_size(e) for e in range(5)] == [4, 4, 12, 16, 16]
+    model = _RecordBatchSizes()
+    trainer = L.Trainer(
+        max_epochs=4, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        reload_dataloaders_every_n_epochs=1,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    n = len(dm.train_set)  # 36 training utterances
+    assert {e: len(sizes) for e, sizes in model.sizes.items()} == {
+        0: -(-n // 4), 1: -(-n // 4), 2: -(-n // 12), 3: -(-n // 16)
+    }  # fmt: skip
+    assert [max(model.sizes[e]) for e in range(4)] == [4, 4, 12, 16]
+    assert ValentiniDataModule(mini_root).train_batch_size(7) == 8  # off by default
+    with pytest.raises(UserError, match="starting at epoch 0"):
+        ValentiniDataModule(mini_root, batch_size_schedule={2: 24})
+
+
 class _RecordCrops(L.LightningModule):
     """Trains nothing useful; records which crop it saw for every utterance in every epoch."""
 

@@ -15,7 +15,7 @@ import torch
 from dfablate.audio import load_audio
 from dfablate.cli import main
 from dfablate.data.valentini import find_pairs
-from dfablate.evaluation import COLUMNS, evaluate_model
+from dfablate.evaluation import COLUMNS, PIPELINE_VERSION, evaluate_model, gain_dir_name
 from dfablate.evaluation import TestSet as EvalSet  # not collected by pytest
 from dfablate.tracking import read_offline_run
 from dfablate.training import DfnSystem
@@ -163,3 +163,58 @@ def test_bad_inputs_are_one_line_errors(testset_root, tmp_path, capsys):
 
     assert main(["evaluate", f"ckpt={tmp_path / 'missing.ckpt'}"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_gain_folder_names_have_an_explicit_sign():
+    assert gain_dir_name("valentini", 0.0) == "valentini"
+    assert gain_dir_name("valentini", -20.0) == "valentini@-20dB"
+    assert gain_dir_name("valentini", 10.0) == "valentini@+10dB"
+    assert gain_dir_name("valentini", 2.5) == "valentini@+2.5dB"
+    assert gain_dir_name("valentini-20files", -20.0) == "valentini-20files@-20dB"
+
+
+def test_cli_evaluate_at_shifted_input_levels(testset_root, tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "original-seed0"
+    save_checkpoint(run_dir, "original")
+    common = ["evaluate", f"run={run_dir}", "data=valentini", f"data.root={testset_root}",
+              "jobs=2", f"noisy_cache_dir={tmp_path / 'cache'}", "progress=false",
+              "wandb.mode=disabled"]  # fmt: skip
+    noisy = {}
+    folders = {-25: "valentini@-25dB", 10: "valentini@+10dB"}
+    for gain, folder in folders.items():
+        assert main([*common, f"input_gain_db={gain}"]) == 0, capsys.readouterr().err
+        summary = json.loads((run_dir / "eval" / folder / "summary.json").read_text())
+        assert summary["input_gain_db"] == float(gain) and isinstance(
+            summary["input_gain_db"], float
+        )
+        assert summary["pipeline_version"] == PIPELINE_VERSION
+        noisy[gain] = pd.read_csv(summary["noisy_metrics_csv"]).set_index("file")
+        assert (
+            folder in Path(summary["noisy_metrics_csv"]).parent.name
+        )  # the cache is keyed by gain
+    assert not (run_dir / "eval" / "valentini").exists()
+    scored = noisy[10]["pesq"].notna()
+    assert scored.sum() == 4
+    # STOI and SI-SDR ignore a common scale: equal across gains; segmental SNR is equal only if
+    # the input and the reference moved together
+    for metric in ("stoi", "sisdr", "ssnr"):
+        np.testing.assert_allclose(noisy[-25][metric][scored], noisy[10][metric][scored], atol=1e-3)
+    # the model saw the shifted input: its output is not a scaled copy of the 0 dB output
+    enhanced = {g: pd.read_csv(run_dir / "eval" / f / "metrics.csv") for g, f in folders.items()}
+    assert abs(enhanced[-25]["sisdr"].mean() - enhanced[10]["sisdr"].mean()) > 0.01
+
+    # rows of an older pipeline version are scored again, not mixed with new ones
+    out = run_dir / "eval" / "valentini@+10dB"
+    state = json.loads((out / "eval_state.json").read_text())
+    (out / "eval_state.json").write_text(json.dumps({**state, "pipeline_version": 1}))
+    pd.read_csv(out / "metrics.csv").assign(pesq=9.5).to_csv(out / "metrics.csv", index=False)
+    with pytest.warns(UserWarning, match="pipeline version"):
+        assert main([*common, "input_gain_db=10"]) == 0
+    assert (pd.read_csv(out / "metrics.csv")["pesq"].dropna() < 5).all()
+
+    assert main([*common, "input_gain_db=loud"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "input_gain_db=loud" in err
+    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [
+        "valentini@+10dB", "valentini@-25dB"
+    ]  # fmt: skip

@@ -122,6 +122,72 @@ def test_fixed_is_gain_invariant_and_original_is_not():
         assert ratio == pytest.approx(16**exponent, rel=0.02), name
 
 
+def _loop_fixed_warm(x: np.ndarray) -> np.ndarray:
+    """fixed_warm by its definition, one frame at a time: [T, F] complex -> [T, F]."""
+    out = np.zeros_like(x)
+    for f in range(x.shape[1]):
+        state = None
+        for t in range(x.shape[0]):
+            magnitude = abs(x[t, f])
+            if state is None and magnitude == 0:
+                continue  # before the bin's first non-zero magnitude: output 0
+            state = magnitude if state is None else magnitude * (1 - ALPHA) + state * ALPHA
+            out[t, f] = x[t, f] / state
+    return out
+
+
+def test_fixed_warm_follows_its_definition_and_silence_gives_zeros():
+    speech = _speech()[: 48000 * 2]
+    audio = np.concatenate([np.zeros(48000 // 2, np.float32), speech])[None]  # 0.5 s of silence
+    spec = DfFeatures()(torch.from_numpy(audio)).spec[0, 0, :, :96]
+    want = _loop_fixed_warm(_as_complex(spec).astype(np.complex128))
+    got = DfFeatures(norm="fixed_warm")(torch.from_numpy(audio)).feat_spec[0, 0]
+    assert torch.isfinite(got).all()
+    assert not got[:49].any()  # frames of digital silence only (frame 49 overlaps the speech)
+    np.testing.assert_allclose(_as_complex(got), want, rtol=2e-4, atol=1e-6)
+    silent = DfFeatures(norm="fixed_warm")(torch.zeros(1, 48000)).feat_spec
+    assert torch.isfinite(silent).all() and not silent.any()
+
+
+@pytest.mark.parametrize("gain_db", [-26.0, 10.0])
+def test_fixed_warm_feat_spec_ignores_the_input_gain(gain_db):
+    audio = torch.from_numpy(_speech()[None, : 48000 * 4])
+    audio = torch.cat([torch.zeros(1, 4800), audio], dim=1)  # starts with digital silence
+    features = DfFeatures(norm="fixed_warm")
+    reference = features(audio).feat_spec
+    shifted = features(audio * 10 ** (gain_db / 20)).feat_spec
+    assert ((shifted - reference).norm() / reference.norm()).item() < 1e-5
+    # fixed, on the same signal, is far from it: its start state does not scale with the gain
+    fixed = DfFeatures(norm="fixed")
+    moved = fixed(audio * 10 ** (gain_db / 20)).feat_spec - fixed(audio).feat_spec
+    assert (moved.norm() / fixed(audio).feat_spec.norm()).item() > 0.1
+
+
+def test_per_bin_std_against_input_level_original_and_fixed():
+    """The issue's table: mean per-bin std of feat_spec on a 3 s crop of noisy_snr0.wav at
+    -20 / 0 / +20 dB. original grows with sqrt(gain); fixed grows too, through its start state."""
+    noisy, _ = sf.read(Path(__file__).parent / "data" / "noisy_snr0.wav", dtype="float32")
+    crop = noisy[: 3 * 48000]
+    table = {"fixed": (0.65, 1.38, 2.09), "original": (0.0084, 0.037, 0.13)}
+    for norm, want in table.items():
+        got = [
+            feature_std([crop * 10 ** (g / 20)], norm)[["std_real", "std_imag"]].to_numpy().mean()
+            for g in (-20, 0, 20)
+        ]
+        assert got == pytest.approx(want, rel=0.04), norm
+    # fixed is linear in (spectrum, start state): scaling the start state with the gain gives
+    # the same features, so its level dependence is the start state's alone
+    spec = DfFeatures()(torch.from_numpy(crop[None])).spec[:, 0, :, :96]
+    spec = torch.view_as_complex(spec.contiguous())
+    init = torch.linspace(1e-3, 1e-4, 96)
+    fixed = NORMALIZATIONS["fixed"]
+    same = fixed(spec * 10.0, init * 10.0, ALPHA)
+    torch.testing.assert_close(same, fixed(spec, init, ALPHA), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(fixed(spec * 10.0, init, ALPHA), same, rtol=0.01)
+    warm = [feature_std([crop * 10 ** (g / 20)], "fixed_warm").std_real.mean() for g in (-20, 20)]
+    assert warm[0] == pytest.approx(warm[1], rel=1e-4)
+
+
 def test_ema_matches_loop_for_long_and_odd_lengths():
     torch.manual_seed(0)
     for frames in (1, 63, 64, 65, 4097):
@@ -151,14 +217,15 @@ def test_synthesis_inverts_analysis_with_fixed_delay():
 
 def test_unknown_norm_lists_known_ones():
     with pytest.raises(
-        UnknownNormError, match="unknown normalisation 'sqrt'; known: fixed, none, original, rms"
+        UnknownNormError,
+        match="unknown normalisation 'sqrt'; known: fixed, fixed_warm, none, original, rms",
     ):
         DfFeatures(norm="sqrt")
 
 
 def test_every_norm_has_a_config_file_and_back():
     yaml_names = {p.stem for p in CONFIG_NORM_DIR.glob("*.yaml")}
-    assert {"original", "fixed", "rms", "none"} <= set(NORMALIZATIONS)
+    assert {"original", "fixed", "fixed_warm", "rms", "none"} <= set(NORMALIZATIONS)
     assert yaml_names == set(NORMALIZATIONS)
 
 

@@ -214,3 +214,48 @@ def test_ctrl_c_saves_last_checkpoint(tmp_path, batches):
         trainer.fit(_tiny(), _loader(batches))
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2
+
+
+class _RampedBatches(L.LightningDataModule):
+    """Real 0.25 s crops; the number of batches per epoch follows `lengths` (a batch-size ramp
+    seen from the optimizer: fewer, larger batches later)."""
+
+    def __init__(self, batches: list[dict], lengths: list[int]):
+        super().__init__()
+        crop = {k: (v[:1, : SR // 4] if k != "name" else v[:1]) for k, v in batches[0].items()}
+        self.crop, self.lengths = crop, lengths
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader([self.crop] * self.lengths[self.trainer.current_epoch])
+
+
+class _RecordSchedule(L.Callback):
+    def __init__(self):
+        self.seen: list[tuple[float, float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        group = trainer.optimizers[0].param_groups[0]
+        self.seen.append((group["lr"], group["weight_decay"]))
+
+
+def test_schedules_are_rebuilt_when_the_steps_per_epoch_change(tmp_path, batches):
+    """As DeepFilterNet's trainer: at an epoch whose loader has another length, LR and WD
+    schedules are set up anew for that length and indexed by epoch * len(loader) + i."""
+    lengths, epochs = [4, 4, 2, 1], 4
+    system = _tiny()
+    system.optim_cfg["warmup_epochs"] = 1
+    record = _RecordSchedule()
+    trainer = _trainer(tmp_path, max_epochs=epochs, limit_val_batches=0, callbacks=[record],
+                       reload_dataloaders_every_n_epochs=1)  # fmt: skip
+    trainer.fit(system, datamodule=_RampedBatches(batches, lengths))
+    cosine = import_df_module("lr").cosine_scheduler
+    want = []
+    for epoch, steps in enumerate(lengths):
+        lrs = cosine(1e-3, 1e-6, epochs, steps, 1, start_warmup_value=1e-4)
+        wds = cosine(1e-12, 0.01, epochs, steps)
+        assert len(lrs) == len(wds) == epochs * steps  # the recomputed schedule lengths
+        want += [(lrs[epoch * steps + i], wds[epoch * steps + i]) for i in range(steps)]
+    assert len(record.seen) == sum(lengths)
+    np.testing.assert_allclose(record.seen, want, rtol=1e-9, atol=1e-15)
+    schedule = trainer.lr_scheduler_configs[0].scheduler
+    assert (schedule.steps_per_epoch, schedule.total_steps, schedule.warmup_steps) == (1, 4, 1)

@@ -151,7 +151,10 @@ def test_multirun_produces_one_run_per_norm_and_seed(tmp_path, mini_cache):
     ("override", "expected"),
     [
         ("norm=nope", "Could not find 'norm/nope'"),
-        ("norm.name=nope", "unknown normalisation 'nope'; known: fixed, none, original, rms"),
+        (
+            "norm.name=nope",
+            "unknown normalisation 'nope'; known: fixed, fixed_warm, none, original, rms",
+        ),
         ("+model.params.conv_chanels=8", "unknown dfn3 model parameter(s) conv_chanels"),
         ("trainer=tpu9", "Could not find 'trainer/tpu9'"),
         ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt: checkpoint not found"),
@@ -266,3 +269,20 @@ def test_cpu_ddp_inside_a_sweep(tmp_path, mini_cache):
         assert checkpoint["global_step"] == 2
         assert checkpoint["dfablate"]["norm"] == run.split("-")[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default"]
+
+
+def test_batch_size_schedule_ramps_a_real_run(tmp_path, mini_cache):
+    """data.batch_size_schedule: 36 training utterances in batches of 1, then of 2 (capped at
+    data.batch_size=2 from 4): 36 + 18 optimizer steps; without the ramp, 18 + 18."""
+    out = tmp_path / "out"
+    args = [*FAST, "logger=none", f"output_root={out}", "trainer.max_epochs=2",
+            "trainer.limit_train_batches=null", "trainer.limit_val_batches=1",
+            "validate_first=false", "val_metric_utterances=0", "data.crop_seconds=0.25",
+            "data.gains_db=[0]"]  # fmt: skip
+    assert main(["train", *args, "data.batch_size_schedule={0:1,1:4}", "name=ramp"]) == 0
+    last = torch.load(out / "ramp" / "original-seed43" / "checkpoints" / "last.ckpt",
+                      weights_only=False)  # fmt: skip
+    assert last["global_step"] == 36 + 18
+    schedule = last["lr_schedulers"][0]
+    assert schedule["steps_per_epoch"] == 18 and schedule["total_steps"] == 2 * 18
+    assert schedule["offset"] == 1 * 18 - 36  # epoch 1 starts at step 18 of the new schedule

@@ -9,10 +9,12 @@ examples:
   dfablate evaluate run=outputs/demo/fixed-seed0          # best.ckpt on the run's own data
   dfablate evaluate run=outputs/norm_ablation/fixed-seed0 data=valentini save_enhanced=true
   dfablate evaluate ckpt=model.ckpt expect_norm=fixed jobs=8
+  dfablate evaluate run=outputs/demo/fixed-seed0 input_gain_db=-20   # -> eval/<dataset>@-20dB
 
 Writes <run dir>/eval/<dataset>/metrics.csv (file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) and
-summary.json; an interrupted evaluation resumes with the files still missing. Arguments are Hydra
-overrides of configs/evaluate.yaml.
+summary.json; an interrupted evaluation resumes with the files still missing. input_gain_db=G
+scales the noisy input and the clean reference by 10^(G/20) (results in eval/<dataset>@<G>dB).
+Arguments are Hydra overrides of configs/evaluate.yaml.
 """
 
 

@@ -7,7 +7,7 @@ normalisation variant lives in one place (`dfablate.features`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -28,13 +28,17 @@ from dfablate.data.valentini import (
 )
 from dfablate.errors import UserError
 
+_GAIN_STREAM = 1  # separates the gain draw's random stream from the crop's
+
 
 class PairedWaveDataset(Dataset):
     """Clean/noisy pairs as float32 waveforms at `sample_rate`.
 
     With `crop_samples`, each item is a crop of that length (zero-padded at the end when the file
     is shorter) whose offset depends only on (seed, epoch, index): different every epoch,
-    identical across runs and worker counts. Items are indexed by `index` or `(index, epoch)`.
+    identical across runs and worker counts. With `gains_db`, each item's noisy input and clean
+    target are scaled together by one gain drawn from it, seeded the same way (DeepFilterNet's
+    loader draws from -6/0/+6 dB). Items are indexed by `index` or `(index, epoch)`.
     """
 
     def __init__(
@@ -43,11 +47,13 @@ class PairedWaveDataset(Dataset):
         sample_rate: int,
         crop_samples: int | None = None,
         seed: int = 0,
+        gains_db: Sequence[float] = (0.0,),
     ) -> None:
         self.pairs = list(pairs)
         self.sample_rate = sample_rate
         self.crop_samples = crop_samples
         self.seed = seed
+        self.gains_db = tuple(float(g) for g in gains_db)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -59,6 +65,13 @@ class PairedWaveDataset(Dataset):
             return 0
         rng = np.random.default_rng([self.seed, epoch, index])
         return int(rng.integers(length - self.crop_samples + 1))
+
+    def gain_db(self, index: int, epoch: int) -> float:
+        """The gain of item `index` in `epoch`, drawn from `gains_db` (seed, epoch, index)."""
+        if len(self.gains_db) == 1:
+            return self.gains_db[0]
+        rng = np.random.default_rng([self.seed, epoch, index, _GAIN_STREAM])
+        return self.gains_db[int(rng.integers(len(self.gains_db)))]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -74,6 +87,10 @@ class PairedWaveDataset(Dataset):
         if self.crop_samples is not None:
             start = self.crop_offset(len(clean), index, epoch)
             clean, noisy = (_crop(x, start, self.crop_samples) for x in (clean, noisy))
+        gain_db = self.gain_db(index, epoch)
+        if gain_db != 0:
+            factor = np.float32(10.0 ** (gain_db / 20.0))
+            clean, noisy = clean * factor, noisy * factor
         return {
             "noisy": torch.from_numpy(noisy),
             "clean": torch.from_numpy(clean),
@@ -118,10 +135,14 @@ class ValentiniDataModule(L.LightningDataModule):
     """Valentini-layout data: train / validation (held-out training speakers) / test.
 
     Batches are dicts {"noisy": [B, T] float32, "clean": [B, T] float32, "name": list[str]}.
-    Training batches are `crop_seconds` crops; validation and test batches are one whole
-    utterance each. Files at another rate are resampled to `sample_rate` on load. Setup checks
-    every file's header and fails early, naming files, on unpaired, unreadable or empty files,
-    NaN samples (in float files), length mismatches and empty splits.
+    Training batches are `crop_seconds` crops, each scaled by a gain drawn from `gains_db`;
+    validation and test batches are one whole utterance each, never scaled.
+    `batch_size_schedule` ({epoch: size}, from epoch 0, capped at `batch_size`) ramps the
+    training batch size as DeepFilterNet's trainer does; the trainer must then reload the
+    training loader every epoch (`dfablate train` sets that). Files at another rate are
+    resampled to `sample_rate` on load. Setup checks every file's header and fails early, naming
+    files, on unpaired, unreadable or empty files, NaN samples (in float files), length
+    mismatches and empty splits.
     """
 
     def __init__(
@@ -135,6 +156,8 @@ class ValentiniDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         val_max_files: int | None = None,
+        gains_db: Sequence[float] = (0.0,),
+        batch_size_schedule: Mapping[int, int] | None = None,
     ) -> None:
         super().__init__()
         for option, value, least in (
@@ -157,6 +180,8 @@ class ValentiniDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.pin_memory = bool(pin_memory)
         self.val_max_files = val_max_files
+        self.gains_db = _gains(gains_db)
+        self.batch_size_schedule = _batch_size_schedule(batch_size_schedule)
         self.train_set: PairedWaveDataset | None = None
         self.val_set: PairedWaveDataset | None = None
         self.test_set: PairedWaveDataset | None = None
@@ -170,7 +195,7 @@ class ValentiniDataModule(L.LightningDataModule):
             val = _spread(val, self.val_max_files)
             self._check(train + val, "train")
             self.train_set = PairedWaveDataset(
-                train, self.sample_rate, self.crop_samples, self.seed
+                train, self.sample_rate, self.crop_samples, self.seed, self.gains_db
             )
             self.val_set = PairedWaveDataset(val, self.sample_rate)
         if stage in (None, "test") and self.test_set is None:
@@ -206,16 +231,57 @@ class ValentiniDataModule(L.LightningDataModule):
             **kwargs,
         )
 
+    def train_batch_size(self, epoch: int) -> int:
+        """The training batch size in `epoch`: the schedule's last entry at or before it,
+        capped at `batch_size` (as DeepFilterNet's trainer), or `batch_size` without one."""
+        if not self.batch_size_schedule:
+            return self.batch_size
+        size = max((e, b) for e, b in self.batch_size_schedule.items() if e <= epoch)[1]
+        return min(size, self.batch_size)
+
     def train_dataloader(self) -> DataLoader:
         train_set = self._ready(self.train_set, "fit")
         sampler = EpochCropSampler(train_set, self.seed)
-        return self._loader(train_set, batch_size=self.batch_size, sampler=sampler)
+        trainer = getattr(self, "trainer", None)
+        epoch = trainer.current_epoch if trainer is not None else 0
+        return self._loader(train_set, batch_size=self.train_batch_size(epoch), sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._ready(self.val_set, "validate"), batch_size=1)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._ready(self.test_set, "test"), batch_size=1)
+
+
+def _gains(gains_db) -> tuple[float, ...]:
+    """`data.gains_db` as a tuple of finite gains in dB; one-line UserError otherwise."""
+    values = [gains_db] if isinstance(gains_db, int | float) else gains_db
+    try:
+        gains = tuple(float(g) for g in values)
+    except (TypeError, ValueError):
+        gains = ()
+    if not gains or not all(np.isfinite(gains)) or any(isinstance(g, bool) for g in values):
+        raise UserError(
+            f"data option gains_db={gains_db} must be a non-empty list of gains in dB, e.g. "
+            "[-6, 0, 6] (DeepFilterNet's) or [0] (no augmentation)"
+        )
+    return gains
+
+
+def _batch_size_schedule(schedule) -> dict[int, int] | None:
+    """`data.batch_size_schedule` as {epoch: batch size} starting at epoch 0, or None."""
+    if schedule is None or len(schedule) == 0:
+        return None
+    try:
+        parsed = {int(epoch): int(size) for epoch, size in dict(schedule).items()}
+    except (TypeError, ValueError):
+        parsed = {}
+    if 0 not in parsed or any(e < 0 or b < 1 for e, b in parsed.items()):
+        raise UserError(
+            f"data option batch_size_schedule={schedule} must map epochs to batch sizes >= 1, "
+            "starting at epoch 0, e.g. {0: 16, 2: 24, 5: 32, 10: 64}"
+        )
+    return dict(sorted(parsed.items()))
 
 
 def mini_datamodule(
