@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         print_summary,
         write_outputs,
     )
+    from dfablate.paths import check_output_dir
 
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     runs = load_runs(args.runs, dataset=args.dataset, labels=args.label)
     comparison = compare_runs(runs)
     out_dir = args.out or default_out_dir()
