@@ -100,8 +100,9 @@ def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
                 raise  # a launcher worker: the launcher reports it to the parent
             label = _job_label()
             failures.append(label + one_line(exc))
-            if label:  # multirun: say so now, the other jobs go on
+            if label:  # multirun: say so now; Hydra marks the job failed, the others go on
                 log.error("%s", failures[-1])
+                raise
 
     job.__module__, job.__qualname__ = task_function.__module__, task_function.__qualname__
     main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
@@ -112,6 +113,9 @@ def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # raise instead of printing a traceback and exiting
     try:
         main()
+    except UserError:  # a failed multirun job, re-raised by Hydra's sweeper after the others
+        if not failures:
+            raise
     except (HydraException, OmegaConfBaseException) as exc:
         cause = _user_error_cause(exc)
         raise UserError(one_line(cause if cause is not None else exc)) from exc

@@ -149,3 +149,27 @@ def test_verify_reports_every_kind_of_problem_in_one_pass(short_run, tmp_path, c
     assert f"1 pairs with different clean/noisy lengths: {stems[2]}" in out
     assert f"1 pairs with different clean/noisy sample rates: {stems[3]} (48000 vs 16000 Hz)" in out
     assert out.strip().endswith("result: problems in 1 split(s)")
+
+
+def test_interrupted_evaluate_says_how_to_resume(short_run, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second utterance: exit 130 and the command that continues it."""
+    import dfablate.enhance
+
+    real, calls = dfablate.enhance.enhance_waveform, []
+
+    def interrupted_on_second_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main process
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dfablate.enhance, "enhance_waveform", interrupted_on_second_call)
+    args = [f"run={short_run.run_dir}", "max_files=3", "jobs=1", "progress=false",
+            f"out_dir={tmp_path / 'eval'}", f"noisy_cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    assert main(["evaluate", *args]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    expected = "interrupted: the files scored so far are kept; continue with: dfablate evaluate "
+    assert err[-1] == expected + " ".join(args)
+    monkeypatch.undo()
+    assert main(err[-1].split("continue with: dfablate ", 1)[1].split()) == 0
+    assert len(pd.read_csv(tmp_path / "eval" / "metrics.csv")) == 3
