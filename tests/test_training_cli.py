@@ -250,6 +250,9 @@ def test_a_run_shorter_than_an_epoch_ends_with_a_checkpoint_and_a_summary(short_
     last = short_run.run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 2
     assert DfnSystem.load_checkpoint(last).norm == "original"
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in short_run.output  # Lightning's own
+    for noise in ("litlogger", "`weights_only`", "GPU available", "LeafSpec"):
+        assert noise not in short_run.output  # start-up chatter, a line per checkpoint load
     assert short_run.output.splitlines()[-3:] == [
         f"run: {short_run.run_dir} (finished at step 2)",
         f"best checkpoint: none (no validation during training); last: {last}",
