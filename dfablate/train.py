@@ -101,7 +101,7 @@ def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
             label = _job_label()
             failures.append(label + one_line(exc))
             if label:  # multirun: say so now; Hydra marks the job failed, the others go on
-                log.error("%s", failures[-1])
+                print(f"error: {failures[-1]}", file=sys.stderr)  # not into the run's train.log
                 raise
 
     job.__module__, job.__qualname__ = task_function.__module__, task_function.__qualname__
@@ -135,13 +135,36 @@ def _task(cfg) -> None:
     train(cfg)
 
 
+# Sweep jobs write Hydra's records (.hydra/config.yaml, hydra.yaml, overrides.yaml) themselves,
+# once their checks have passed; the folder name reaches launcher workers through the job's env.
+_RECORDS_ENV = "DFABLATE_HYDRA_RECORDS"
+
+
 def run_cli(overrides: list[str]) -> int:
     """`dfablate train [overrides]`: run the training task (or a sweep with -m)."""
     global _cli_pid, _cli_argv0
     _cli_pid, _cli_argv0 = os.getpid(), sys.argv[0]
-    _preflight(list(overrides))
-    run_hydra(_task, "train", list(overrides))
+    overrides = list(overrides)
+    _preflight(overrides)
+    sweep = any(arg in ("-m", "--multirun") for arg in overrides)
+    if sweep and not any(arg.lstrip("+").startswith("hydra.output_subdir=") for arg in overrides):
+        overrides += ["hydra.output_subdir=null", f"+hydra.job.env_set.{_RECORDS_ENV}=.hydra"]
+    run_hydra(_task, "train", overrides)
     return 0
+
+
+def _write_hydra_records(cfg, run_dir: Path, subdir: str) -> None:
+    """What Hydra writes into `<run dir>/<subdir>/` before a job (see `_RECORDS_ENV`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    records = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)})
+    records.hydra.output_subdir = subdir
+    out = run_dir / subdir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (out / "hydra.yaml").write_text(OmegaConf.to_yaml(records))
+    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_cfg.overrides.task))
 
 
 # --- the task --------------------------------------------------------------------------------
@@ -320,6 +343,8 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         torch.set_num_threads(int(cfg.num_threads))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
+        if records := os.environ.get(_RECORDS_ENV):
+            _write_hydra_records(cfg, run_dir, records)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         print(
             f"resuming {run_dir} from step {resume_step} ({ckpt_path})"

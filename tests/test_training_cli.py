@@ -297,6 +297,15 @@ def test_refused_train_changes_nothing(short_run, tmp_path, capsys, extra, expec
     assert _hashes(root) == before
 
 
+def test_a_refused_sweep_job_changes_nothing_in_its_run(short_run, capsys):
+    """In a sweep (-m) the job's checks also run before its `.hydra/` records are written."""
+    before = _hashes(short_run.run_dir)
+    assert main(["train", "-m", *short_run.args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: job 0 (") and "already holds a training run" in err[-1]
+    assert _hashes(short_run.run_dir) == before
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_train_says_how_to_resume(tmp_path, mini_cache):
     args = [*KILL_RUN, "logger=csv", "trainer.max_epochs=1", f"output_root={tmp_path}"]
@@ -347,6 +356,8 @@ def test_parallel_sweep_launchers(tmp_path, mini_cache, launcher):
     run_dir = tmp_path / "default" / "fixed-seed43"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
     assert (run_dir / "csv" / "metrics.csv").is_file()
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert "norm.name=fixed" in overrides  # the job's Hydra records, written by the worker
 
 
 @pytest.mark.slow
