@@ -58,6 +58,7 @@ CASES = {
     "score-out-binary": (["score", "{speech}", "{speech}", "--out", "{binary}"], "{binary} exists but is not a metrics CSV"),
     "download-not-a-url": (["data", "download-valentini", "--base-url", "not a url", "--root", "{folder}/valentini"], "--base-url 'not a url'"),
     "download-root-file": (["data", "download-valentini", "--root", "{speech}"], "--root {speech}: is a file"),
+    "make-mini-out-file": (["data", "make-mini", "--out", "{speech}"], "--out {speech}: is a file"),
     "compare-out-file": (["compare", "{a}", "{b}", "--out", "{speech}"], "--out {speech}: is a file"),
     "compare-out-proc": (["compare", "{a}", "{b}", "--out", "/proc/x"], "--out /proc/x: cannot write"),
     "evaluate-max-files": (["evaluate", "run={run}", "max_files=abc"], "max_files=abc: must be an integer"),
