@@ -515,9 +515,12 @@ class RunCheckpoints(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        due = self.every_n_train_steps > 0 and step % self.every_n_train_steps == 0
+        # the last step of `trainer.max_steps`: saved here, as a mid-epoch state (a resume
+        # with more steps then continues this epoch, not the next one)
+        last = 0 < trainer.max_steps <= step
         if (
-            self.every_n_train_steps > 0
-            and step % self.every_n_train_steps == 0
+            (due or last)
             and step != self._last_saved_step
             and not getattr(pl_module, "nonfinite_in_a_row", 0)  # keep the last good state
         ):

@@ -248,7 +248,9 @@ def test_resume_after_sigkill(tmp_path, mini_cache, where, killed_at):
 
 def test_a_run_shorter_than_an_epoch_ends_with_a_checkpoint_and_a_summary(short_run):
     last = short_run.run_dir / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["global_step"] == 2
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert checkpoint["epoch"] == 0  # saved mid-epoch: a resume continues this epoch
     assert DfnSystem.load_checkpoint(last).norm == "original"
     assert "`Trainer.fit` stopped: `max_steps=2` reached" in short_run.output  # Lightning's own
     for noise in ("litlogger", "`weights_only`", "GPU available", "LeafSpec"):
