@@ -10,6 +10,10 @@ DDP and multiruns: Lightning's `ddp` strategy starts ranks > 0 by re-running the
 Jobs run by the CLI process re-run `dfablate train <this job's overrides>` in the job's run
 directory (never the sweep); jobs in launcher workers (joblib, submitit_local) use `ddp_spawn`;
 on SLURM (submitit_slurm with tasks_per_node = devices) the ranks come from SLURM itself.
+
+Refusals (`check_run`: an existing run without resume=true, a checkpoint of another model, bad
+values) come before anything is written: for a single run before Hydra starts, in a sweep before
+the job writes its `.hydra/` records, so a refused command leaves a run directory untouched.
 """
 
 from __future__ import annotations
@@ -195,14 +199,13 @@ def _strategy(requested: Any) -> Any:
 class RunStart:
     """What `check_run` decided: a new run, or a resume from `ckpt_path` at `step`."""
 
-    run_dir: Path
     ckpt_path: str | None = None
     step: int | None = None
 
 
 def _integer(cfg, key: str) -> int | None:
     value = OmegaConf.select(cfg, key)
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise UserError(f"{key}={value}: must be an integer")
 
@@ -231,20 +234,20 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     elif cfg.get("resume") and last.is_file():
         path = last
     elif cfg.get("resume"):
-        return RunStart(run_dir)
+        return RunStart()
     elif last.is_file():
         raise UserError(
             f"{run_dir} already holds a training run (checkpoints/last.ckpt): pass resume=true "
             "to continue it, or choose another name= / seed="
         )
     else:
-        return RunStart(run_dir)
+        return RunStart()
     checkpoint = read_checkpoint(path)
     try:
         check_identity(checkpoint.get(IDENTITY_KEY), identity, "this run's config")
     except UserError as exc:
         raise UserError(f"{path}: {exc}; resume it with the config it was trained with") from None
-    return RunStart(run_dir, str(path), int(checkpoint["global_step"]))
+    return RunStart(str(path), int(checkpoint["global_step"]))
 
 
 def _preflight(overrides: list[str]) -> None:
