@@ -539,8 +539,10 @@ class RunCheckpoints(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A run that ends between validations (e.g. `trainer.max_steps` below one epoch)
-        still leaves its final state in `last.ckpt`."""
-        if trainer.global_step != self._last_saved_step:
+        still leaves its final state in `last.ckpt` (unless that is a skipped non-finite one)."""
+        if trainer.global_step != self._last_saved_step and not getattr(
+            pl_module, "nonfinite_in_a_row", 0
+        ):
             self._save_last(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
