@@ -50,6 +50,24 @@ def read_audio(path: str | Path, *, mono: bool = True) -> tuple[np.ndarray, int]
     return np.ascontiguousarray(data, dtype=np.float32), int(rate)
 
 
+def truncation(path: str | Path) -> str | None:
+    """Why `path` looks cut short (its header promises more audio than the file holds, as
+    after an interrupted copy), or None. libsndfile reads such a file without complaint."""
+    try:
+        info = sf.info(str(path))
+    except Exception:  # unreadable: read_audio says why
+        return None
+    for line in (info.extra_info or "").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "data" and "should be" in value:
+            declared, _, actual = value.partition("(should be")
+            return (
+                f"truncated: its header announces {declared.strip()} bytes of audio, "
+                f"the file holds {actual.strip(' )')}"
+            )
+    return None
+
+
 def load_audio(path: str | Path, sample_rate: int, *, mono: bool = True) -> np.ndarray:
     """Read a file (see `read_audio`) and resample it to `sample_rate`."""
     data, rate = read_audio(path, mono=mono)

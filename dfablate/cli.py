@@ -13,7 +13,7 @@ import logging
 import sys
 import warnings
 
-from dfablate.errors import UserError
+from dfablate.errors import Interrupted, UserError
 
 COMMANDS = ("train", "evaluate", "compare", "ablate", "score", "features", "data")
 
@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        hint = str(exc) if isinstance(exc, Interrupted) else ""
+        print(f"interrupted: {hint}" if hint else "interrupted", file=sys.stderr)
         return 130
 
 

@@ -27,6 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from dfablate.audio import AudioError, load_audio
 from dfablate.errors import UserError
@@ -652,20 +653,91 @@ def compose_config(config_name: str, overrides: list[str]):
         raise UserError(one_line(exc)) from exc
 
 
+_ABSENT = object()
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def check_evaluate_options(cfg, overrides: list[str]) -> None:
+    """Refuse what `evaluate` would otherwise ignore or misread: unknown keys, non-integer
+    counts, an unknown `expect_norm`, a device this machine does not have."""
+    import torch
+
+    from dfablate.features import get_norm
+    from dfablate.train import config_dir
+
+    known = set(OmegaConf.load(config_dir() / "evaluate.yaml")) - {"defaults"} | {"data", "hydra"}
+    for override in overrides:
+        top = _override_key(override).split(".", 1)[0]
+        if top not in known:
+            hint = (
+                "; to refuse a checkpoint of another norm use expect_norm=NAME"
+                if top == "norm"
+                else ""
+            )
+            raise UserError(
+                f"{override}: evaluate has no option {top!r} (the model, norm and features come "
+                f"from the checkpoint){hint}"
+            )
+    for key in ("max_files", "jobs", "num_threads"):
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise UserError(f"{key}={value}: must be an integer")
+    if cfg.expect_norm is not None:
+        try:
+            get_norm(cfg.expect_norm)
+        except UserError as exc:
+            raise UserError(f"expect_norm={cfg.expect_norm}: {exc}") from None
+    device = str(cfg.device)
+    if device != "auto":
+        try:
+            parsed = torch.device(device)
+        except RuntimeError:
+            raise UserError(
+                f"device={device}: not a device (auto, cpu, cuda, cuda:1, ...)"
+            ) from None
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device={device}: CUDA is not available here; use device=cpu")
+        if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+            raise UserError(
+                f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+
+
 def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
     """`dfablate evaluate`: the composed evaluate.yaml -> checkpoint, test set, evaluation.
 
-    With run=DIR and no data= override, the run is evaluated on the dataset it was trained on.
+    With run=DIR and no data= override, the run is evaluated on the dataset it was trained on,
+    with any data.KEY=VALUE overrides applied to that dataset's config (e.g. data.root= for a
+    dataset that moved). W&B follows the run's logger unless wandb.mode= is given.
     """
-    from omegaconf import OmegaConf
-
+    check_evaluate_options(cfg, overrides)
     input_gain_db = check_gain_db(cfg.input_gain_db, "input_gain_db")
     ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
     data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
-    if not any(o.split("=", 1)[0].lstrip("+~") == "data" for o in overrides):
-        train_cfg, train_data_name = run_config(run_dir)
+    train_cfg, train_data_name = run_config(run_dir)
+    if not any(_override_key(o) == "data" for o in overrides):
         if train_cfg.get("data") and train_data_name:
             data_cfg, data_name = OmegaConf.create(train_cfg["data"]), train_data_name
+            for override in overrides:
+                key = _override_key(override)
+                if not key.startswith("data."):
+                    continue
+                if OmegaConf.select(data_cfg, key[len("data.") :], default=_ABSENT) is _ABSENT:
+                    raise UserError(
+                        f"{override}: the data this run trained on ({data_name}) has no "
+                        f"{key}; add data=NAME to evaluate on another dataset"
+                    )
+                data_cfg.merge_with_dotlist([override.lstrip("+")[len("data.") :]])
+    wandb_cfg = OmegaConf.to_container(cfg.wandb)
+    if wandb_cfg.get("mode") is None:  # follow the run: no W&B in training, none here
+        logger = train_cfg.get("logger")
+        if logger is not None and not logger.get("wandb"):
+            wandb_cfg = None
+        else:
+            wandb_cfg["mode"] = ((logger or {}).get("wandb") or {}).get("mode", "auto")
     test_set = load_test_set(data_cfg, data_name, cfg.split, cfg.max_files)
     if cfg.num_threads:
         import torch
@@ -681,7 +753,7 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         jobs=cfg.jobs,
         device=cfg.device,
         noisy_cache_dir=Path(cfg.noisy_cache_dir) if cfg.noisy_cache_dir else None,
-        wandb_cfg=OmegaConf.to_container(cfg.wandb),
+        wandb_cfg=wandb_cfg,
         progress=bool(cfg.progress),
         input_gain_db=input_gain_db,
     )

@@ -30,6 +30,7 @@ import numpy as np
 from dfablate.audio import read_audio
 from dfablate.errors import UserError
 from dfablate.metrics import METRICS, MetricError, score_pair
+from dfablate.paths import check_output_file
 from dfablate.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -223,7 +224,10 @@ def load_finished_rows(out_csv: Path, pairs: Sequence[Pair]) -> dict[str, Row]:
     by_name = {pair[0]: pair for pair in pairs}
     with out_csv.open(newline="") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
+        try:
+            header = next(reader, None)
+        except (UnicodeDecodeError, csv.Error):  # a binary file
+            header = ["(not text)"]
         if header is None:
             return {}
         if tuple(header) != COLUMNS:
@@ -260,8 +264,7 @@ def score_pairs_to_csv(
     names = [pair[0] for pair in pairs]
     if len(set(names)) != len(names):
         raise UserError(f"duplicate file names in the pairs to score into {out_csv}")
-    if out_csv.is_dir():
-        raise UserError(f"{out_csv} is a directory; give a CSV file name")
+    check_output_file(out_csv, "--out")
     try:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         rows = load_finished_rows(out_csv, pairs)

@@ -223,15 +223,32 @@ def offline_run_file(path: str | Path) -> Path:
     return files[-1]
 
 
-def read_offline_run(path: str | Path) -> OfflineRun:
-    """Parse an offline W&B run file (or the newest one under `path`) into an OfflineRun."""
-    from wandb.proto import wandb_internal_pb2 as pb
+def read_offline_run(path: str | Path, wait_for_exit: float = 60.0) -> OfflineRun:
+    """Parse an offline W&B run file (or the newest one under `path`) into an OfflineRun.
+
+    `run.finish()` returns before W&B's service has necessarily flushed the file, so a file
+    without its exit record (the last one of a finished run) is read again until it has one,
+    for up to `wait_for_exit` seconds; a run still in progress is read as it is then.
+    """
+    import time
 
     file = offline_run_file(path)
-    data = file.read_bytes()
-    if not data.startswith(b":W&B"):
-        raise UserError(f"{file}: not a W&B run file")
-    out = OfflineRun()
+    deadline = time.monotonic() + wait_for_exit
+    while True:
+        data = file.read_bytes()
+        if not data.startswith(b":W&B"):
+            raise UserError(f"{file}: not a W&B run file")
+        out, finished = _parse_run(data)
+        if finished or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.1)
+
+
+def _parse_run(data: bytes) -> tuple[OfflineRun, bool]:
+    """The records of a run file, and whether its exit record is among them."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out, finished = OfflineRun(), False
     for payload in _payloads(data):
         record = pb.Record()
         record.ParseFromString(payload)
@@ -260,4 +277,6 @@ def read_offline_run(path: str | Path) -> OfflineRun:
         elif kind == "summary":
             for item in record.summary.update:
                 _put(out.summary, item, json.loads(item.value_json))
-    return out
+        elif kind == "exit":
+            finished = True
+    return out, finished

@@ -10,6 +10,10 @@ DDP and multiruns: Lightning's `ddp` strategy starts ranks > 0 by re-running the
 Jobs run by the CLI process re-run `dfablate train <this job's overrides>` in the job's run
 directory (never the sweep); jobs in launcher workers (joblib, submitit_local) use `ddp_spawn`;
 on SLURM (submitit_slurm with tasks_per_node = devices) the ranks come from SLURM itself.
+
+Refusals (`check_run`: an existing run without resume=true, a checkpoint of another model, bad
+values) come before anything is written: for a single run before Hydra starts, in a sweep before
+the job writes its `.hydra/` records, so a refused command leaves a run directory untouched.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dfablate.errors import UserError
+from omegaconf import OmegaConf
+
+from dfablate.errors import Interrupted, UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 log = logging.getLogger(__name__)
@@ -39,13 +46,15 @@ def config_dir() -> Path:
     return CONFIG_DIR
 
 
-def compose_train_config(overrides: list[str] | tuple[str, ...] = ()) -> Any:
+def compose_train_config(
+    overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False
+) -> Any:
     """The composed train config (a DictConfig) for `overrides`, outside a Hydra run (scripts,
     tests). Not for use inside a running Hydra job."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def one_line(exc: BaseException) -> str:
@@ -95,8 +104,9 @@ def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
                 raise  # a launcher worker: the launcher reports it to the parent
             label = _job_label()
             failures.append(label + one_line(exc))
-            if label:  # multirun: say so now, the other jobs go on
-                log.error("%s", failures[-1])
+            if label:  # multirun: say so now; Hydra marks the job failed, the others go on
+                print(f"error: {failures[-1]}", file=sys.stderr)  # not into the run's train.log
+                raise
 
     job.__module__, job.__qualname__ = task_function.__module__, task_function.__qualname__
     main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
@@ -107,6 +117,9 @@ def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # raise instead of printing a traceback and exiting
     try:
         main()
+    except UserError:  # a failed multirun job, re-raised by Hydra's sweeper after the others
+        if not failures:
+            raise
     except (HydraException, OmegaConfBaseException) as exc:
         cause = _user_error_cause(exc)
         raise UserError(one_line(cause if cause is not None else exc)) from exc
@@ -126,12 +139,36 @@ def _task(cfg) -> None:
     train(cfg)
 
 
+# Sweep jobs write Hydra's records (.hydra/config.yaml, hydra.yaml, overrides.yaml) themselves,
+# once their checks have passed; the folder name reaches launcher workers through the job's env.
+_RECORDS_ENV = "DFABLATE_HYDRA_RECORDS"
+
+
 def run_cli(overrides: list[str]) -> int:
     """`dfablate train [overrides]`: run the training task (or a sweep with -m)."""
     global _cli_pid, _cli_argv0
     _cli_pid, _cli_argv0 = os.getpid(), sys.argv[0]
-    run_hydra(_task, "train", list(overrides))
+    overrides = list(overrides)
+    _preflight(overrides)
+    sweep = any(arg in ("-m", "--multirun") for arg in overrides)
+    if sweep and not any(arg.lstrip("+").startswith("hydra.output_subdir=") for arg in overrides):
+        overrides += ["hydra.output_subdir=null", f"+hydra.job.env_set.{_RECORDS_ENV}=.hydra"]
+    run_hydra(_task, "train", overrides)
     return 0
+
+
+def _write_hydra_records(cfg, run_dir: Path, subdir: str) -> None:
+    """What Hydra writes into `<run dir>/<subdir>/` before a job (see `_RECORDS_ENV`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    records = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)})
+    records.hydra.output_subdir = subdir
+    out = run_dir / subdir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (out / "hydra.yaml").write_text(OmegaConf.to_yaml(records))
+    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_cfg.overrides.task))
 
 
 # --- the task --------------------------------------------------------------------------------
@@ -158,24 +195,77 @@ def _strategy(requested: Any) -> Any:
     return requested
 
 
-def _checkpoint_to_resume(cfg, run_dir: Path) -> str | None:
+@dataclass(frozen=True)
+class RunStart:
+    """What `check_run` decided: a new run, or a resume from `ckpt_path` at `step`."""
+
+    ckpt_path: str | None = None
+    step: int | None = None
+
+
+def _integer(cfg, key: str) -> int | None:
+    value = OmegaConf.select(cfg, key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise UserError(f"{key}={value}: must be an integer")
+
+
+def check_run(cfg, run_dir: Path) -> RunStart:
+    """Every refusal `train` can make before it writes anything: bad values, a run directory
+    that already holds a run, a checkpoint that is unreadable or of another model."""
+    from dfablate.features import get_norm
+    from dfablate.training import IDENTITY_KEY, check_identity, model_identity, read_checkpoint
+
+    _integer(cfg, "seed")
+    max_steps = _integer(cfg, "trainer.max_steps")
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise UserError(
+            f"trainer.max_steps={max_steps}: nothing to train; give a positive number of "
+            "optimizer steps, or -1 for no limit (trainer.max_epochs decides)"
+        )
+    get_norm(cfg.norm.name)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    identity = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
     last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
             raise UserError(f"ckpt_path={cfg.ckpt_path}: checkpoint not found")
-        return str(path)
-    if cfg.get("resume"):
-        if last.is_file():
-            return str(last)
-        log.warning("resume=true but %s does not exist: starting from scratch", last)
-        return None
-    if last.is_file():
+    elif cfg.get("resume") and last.is_file():
+        path = last
+    elif cfg.get("resume"):
+        return RunStart()
+    elif last.is_file():
         raise UserError(
             f"{run_dir} already holds a training run (checkpoints/last.ckpt): pass resume=true "
             "to continue it, or choose another name= / seed="
         )
-    return None
+    else:
+        return RunStart()
+    checkpoint = read_checkpoint(path)
+    try:
+        check_identity(checkpoint.get(IDENTITY_KEY), identity, "this run's config")
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}; resume it with the config it was trained with") from None
+    return RunStart(str(path), int(checkpoint["global_step"]))
+
+
+def _preflight(overrides: list[str]) -> None:
+    """Run `check_run` for a single run before Hydra creates or rewrites its run directory
+    (its `.hydra/` records), so that a refused command changes nothing. Sweeps (-m) and
+    Hydra's own flags (--cfg, --info, ...) are checked inside each job instead."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(arg.startswith("-") for arg in overrides):
+        return
+    try:
+        cfg = compose_train_config(overrides, return_hydra_config=True)
+        run_dir = Path(cfg.hydra.run.dir)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = _user_error_cause(exc)
+        raise UserError(one_line(cause if cause is not None else exc)) from exc
+    check_run(cfg, run_dir)
 
 
 def _csv_logger(run_dir: Path, resume_step: int | None) -> Any:
@@ -240,24 +330,31 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch.utilities import rank_zero_only
-    from omegaconf import OmegaConf
 
-    from dfablate.training import DfnSystem
+    from dfablate.training import DfnSystem, RunCheckpoints
 
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
+    start = check_run(cfg, run_dir)
+    ckpt_path, resume_step = start.ckpt_path, start.step
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()  # Hydra's handlers (console, train.log) print them
+    quiet_lightning()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
+        if records := os.environ.get(_RECORDS_ENV):
+            _write_hydra_records(cfg, run_dir, records)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-    ckpt_path = _checkpoint_to_resume(cfg, run_dir)
+        print(
+            f"resuming {run_dir} from step {resume_step} ({ckpt_path})"
+            if ckpt_path
+            else f"new run in {run_dir}",
+            flush=True,
+        )
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
@@ -271,15 +368,12 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         val_metric_utterances=int(cfg.get("val_metric_utterances", 3)),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    # checkpoints last: one written after a validation then holds what it changed in the others
+    callbacks.sort(key=lambda callback: isinstance(callback, RunCheckpoints))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["strategy"] = _strategy(trainer_cfg.get("strategy", "auto"))
     if getattr(datamodule, "batch_size_schedule", None):  # a new batch size, a new loader
         trainer_cfg["reload_dataloaders_every_n_epochs"] = 1
-    resume_step = None
-    if ckpt_path is not None:
-        resume_step = int(
-            torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
-        )
     loggers = _loggers(cfg, run_dir, resolved, resume_step)
     saved_env = {key: os.environ.get(key) for key in _DDP_ENV}
     finished = False
@@ -291,14 +385,87 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
             callbacks=callbacks,
             enable_checkpointing=False,
         )
-        if ckpt_path is None and cfg.get("validate_first", True):
-            trainer.validate(system, datamodule=datamodule, verbose=False)
-        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            if ckpt_path is None and cfg.get("validate_first", True):
+                trainer.validate(system, datamodule=datamodule, verbose=False)
+            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SystemExit:
+            if not trainer.interrupted:
+                raise
+            # Lightning turns Ctrl-C into exit(1) after saving last.ckpt (on_exception)
+            raise Interrupted(
+                f"training stopped at step {trainer.global_step}; continue with: "
+                f"{_resume_command()}"
+            ) from None
         finished = True
     finally:
         _finish_wandb(loggers, finished)
         _end_distributed(saved_env)
+    if rank_zero_only.rank == 0:
+        print(closing_summary(run_dir, callbacks, trainer), flush=True)
     return run_dir
+
+
+def _resume_command() -> str:
+    """The command line that continues this job (its overrides + resume=true)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # train() called outside Hydra
+        return "the same training call with resume=true"
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
+    return " ".join(["dfablate train", *kept, "resume=true"])
+
+
+def closing_summary(run_dir: Path, callbacks: list[Any], trainer: Any) -> str:
+    """What a finished run left and what to run next (printed at the end of `train`)."""
+    from dfablate.training import RunCheckpoints
+
+    checkpoints = next((c for c in callbacks if isinstance(c, RunCheckpoints)), None)
+    lines = [f"run: {run_dir} (finished at step {trainer.global_step})"]
+    if checkpoints is None:
+        lines.append("checkpoints: none (callbacks.checkpoints=null)")
+    elif checkpoints.best_path.is_file():
+        lines.append(
+            f"best checkpoint: {checkpoints.best_path} "
+            f"({checkpoints.monitor} {checkpoints.best_score:.4f})"
+        )
+    else:
+        lines.append(
+            f"best checkpoint: none (no validation during training); last: {checkpoints.last_path}"
+        )
+    lines.append(f"next: dfablate evaluate run={run_dir}")
+    return "\n".join(lines)
+
+
+# Lightning's start-up chatter: an advert, device lines, a note per checkpoint load.
+_LIGHTNING_NOISE = (
+    "litlogger",
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "`weights_only`",
+    "to estimate number of stepping batches",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in _LIGHTNING_NOISE)
+
+
+def quiet_lightning() -> None:
+    """Leave Lightning's records to Hydra's handlers (console, train.log) without the noise."""
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()  # Hydra's handlers print them
+    for handler in logging.getLogger().handlers:  # records of child loggers reach these
+        if not any(isinstance(f, _DropNoise) for f in handler.filters):
+            handler.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
 # Set by Lightning's DDP launcher in the launching process; left behind they make the next job

@@ -481,9 +481,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise UserError(
-            f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+        reason = str(exc).split(". ")[0].strip() or type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or IDENTITY_KEY not in checkpoint:
         raise UserError(f"{path}: not a dfablate training checkpoint (no stored model identity)")
     return checkpoint
@@ -521,7 +520,11 @@ def check_identity(stored: Mapping[str, Any] | None, current: Mapping[str, Any],
 
 class RunCheckpoints(Callback):
     """`best.ckpt` (lowest `monitor`) and `last.ckpt` (every N steps, after each validation,
-    on interruption) in `dirpath` (default `<trainer.default_root_dir>/checkpoints`).
+    at the end of training, on interruption) in `dirpath` (default
+    `<trainer.default_root_dir>/checkpoints`).
+
+    It must run after the other callbacks (`train` puts it last), so that a checkpoint written
+    after a validation holds the early-stopping state that this validation updated.
 
     Writes are atomic (Lightning saves through a temporary file), so a SIGKILL at any moment
     leaves the previous `last.ckpt` intact. During a run of skipped non-finite batches, and on
@@ -561,9 +564,12 @@ class RunCheckpoints(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        due = self.every_n_train_steps > 0 and step % self.every_n_train_steps == 0
+        # the last step of `trainer.max_steps`: saved here, as a mid-epoch state (a resume
+        # with more steps then continues this epoch, not the next one)
+        last = 0 < trainer.max_steps <= step
         if (
-            self.every_n_train_steps > 0
-            and step % self.every_n_train_steps == 0
+            (due or last)
             and step != self._last_saved_step
             and not getattr(pl_module, "nonfinite_in_a_row", 0)  # keep the last good state
         ):
@@ -579,6 +585,14 @@ class RunCheckpoints(Callback):
         self._save_last(trainer)  # carries the updated best score
         if improved:
             trainer.save_checkpoint(self.best_path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A run that ends between validations (e.g. `trainer.max_steps` below one epoch)
+        still leaves its final state in `last.ckpt` (unless that is a skipped non-finite one)."""
+        if trainer.global_step != self._last_saved_step and not getattr(
+            pl_module, "nonfinite_in_a_row", 0
+        ):
+            self._save_last(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if (

@@ -1,8 +1,12 @@
-"""Shared fixtures: paths to the real speech and noise shipped in tests/data."""
+"""Shared fixtures: the real speech and noise shipped in tests/data, the mini corpus and one
+short training run."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,3 +32,59 @@ def speech_48k() -> Path:
 @pytest.fixture(scope="session")
 def noisy_48k() -> Path:
     return DATA_DIR / "noisy_snr0.wav"
+
+
+@pytest.fixture(scope="session")
+def mini_cache(tmp_path_factory) -> Path:
+    """A private mini-corpus cache (built once per session), in DFABLATE_CACHE from then on."""
+    from dfablate.data import ensure_mini
+
+    cache = tmp_path_factory.mktemp("mini-cache")
+    ensure_mini(cache)
+    old = os.environ.get("DFABLATE_CACHE")
+    os.environ["DFABLATE_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("DFABLATE_CACHE", None)
+    else:
+        os.environ["DFABLATE_CACHE"] = old
+
+
+# The lean run the subprocess-heavy tests share: shorter than one epoch of the mini corpus
+# (18 batches of 2), so it also shows that such a run ends with a checkpoint.
+SHORT_RUN = [
+    "data=mini",
+    "model=dfn3_tiny",
+    "trainer=cpu",
+    "logger=csv",
+    "num_threads=1",
+    "trainer.max_steps=2",
+    "trainer.limit_val_batches=1",
+    "data.batch_size=2",
+    "data.crop_seconds=1.0",
+    "val_metric_utterances=0",
+    "callbacks.progress_bar=null",
+]
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    args: list[str]  # the `dfablate train` arguments that made it
+    run_dir: Path
+    output: str  # what `train` printed on stdout
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory, mini_cache) -> TrainedRun:
+    """One real training run (tiny DFN3, mini corpus, 2 steps) shared by the tests that only
+    read it or check that commands refuse to change it."""
+    from dfablate.cli import main
+
+    threads = torch.get_num_threads()
+    args = [*SHORT_RUN, f"output_root={tmp_path_factory.mktemp('short-run')}"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", *args]) == 0
+    torch.set_num_threads(threads)
+    run_dir = Path(args[-1].split("=", 1)[1]) / "default" / "original-seed43"
+    return TrainedRun(args, run_dir, printed.getvalue())

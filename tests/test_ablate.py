@@ -31,8 +31,12 @@ def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
     ]  # fmt: skip
 
     assert main(args) == 1  # one job failed, the others were trained, evaluated and compared
-    printed = capfd.readouterr().out
+    captured = capfd.readouterr()
+    printed = captured.out
     assert "missing run rms-seed0: training failed" in printed
+    assert "not a readable checkpoint" in printed  # why the rms job failed
+    assert printed.count("new run in ") == 2  # fresh runs start quietly: no resume warning
+    assert "does not exist" not in captured.out + captured.err
     compare_dir = out / "norm_ablation" / "compare"
     report = (compare_dir / "report.md").read_text()
     assert "rms-seed0: training failed" in report

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from pesq import pesq
+from scipy.signal import resample_poly
 
 from dfablate.audio import load_audio
 from dfablate.cli import main
@@ -87,7 +89,9 @@ def test_interrupted_evaluation_resumes_without_recomputing(testset_root, tmp_pa
     assert 1 <= len(partial) <= 3
     # mark the finished rows: a recomputation would overwrite the marker
     marked = partial.assign(pesq=9.5)
-    text = marked.to_csv(index=False) + "p232_003.wav,1.2,0.9"  # a line cut by the interrupt
+    # an error row (a file that failed last time) is not done: it is scored again
+    failed = ",".join(["p232_003.wav", *[""] * (len(COLUMNS) - 2), "unreadable last time"])
+    text = marked.to_csv(index=False) + failed + "\np232_003.wav,1.2,0.9"  # + a cut line
     (out / "metrics.csv").write_text(text)
 
     resumed = StopAfter(system.dfnet, 0)
@@ -95,6 +99,8 @@ def test_interrupted_evaluation_resumes_without_recomputing(testset_root, tmp_pa
         system.features, resumed, test_set, out, save_enhanced=True, **options
     )
     assert resumed.calls == 5 - len(partial)  # only the missing files were enhanced
+    retried = pd.read_csv(out / "metrics.csv").fillna({"error": ""}).set_index("file")
+    assert retried.loc["p232_003.wav", "error"] == "" and retried.loc["p232_003.wav", "pesq"] > 1
     table = pd.read_csv(out / "metrics.csv").fillna({"error": ""})
     assert list(table.columns) == list(COLUMNS)
     assert table["file"].tolist() == [p.noisy.name for p in test_set.pairs]
@@ -138,6 +144,19 @@ def test_cli_evaluate_run_dir_with_wandb(testset_root, tmp_path, capsys, monkeyp
     assert summary["dataset"]["n_files"] == 5
     assert summary["mean"]["pesq"] == pytest.approx(table["pesq"].mean())
     assert "noisy" in capsys.readouterr().out
+
+    # the noisy input's row: the clean file is the reference, the noisy one the degraded signal
+    noisy_rows = pd.read_csv(summary["noisy_metrics_csv"]).set_index("file")
+    clean16, noisy16 = (
+        resample_poly(load_audio(testset_root / folder / "p232_001.wav", 48_000), 1, 3)
+        for folder in ("clean_testset_wav", "noisy_testset_wav")
+    )
+    assert noisy_rows.loc["p232_001.wav", "pesq"] == pytest.approx(
+        pesq(16_000, clean16, noisy16, "wb"), abs=1e-6
+    )
+    assert noisy_rows.loc["p232_001.wav", "pesq"] != pytest.approx(
+        pesq(16_000, noisy16, clean16, "wb"), abs=1e-3
+    )
 
     logged = read_offline_run(out / "wandb")
     assert logged.run["job_type"] == "eval" and "norm:fixed" in logged.run["tags"]

@@ -290,10 +290,16 @@ def test_parallel_and_serial_runs_write_identical_csvs(dirs, speech, tmp_path):
 
 
 def test_ctrl_c_stops_the_workers_promptly_and_keeps_finished_rows(dirs, speech, tmp_path):
+    """Two short pairs, then 30 s ones: once the short rows are written, the rest takes tens of
+    seconds, so Ctrl-C lands mid-run however loaded the machine is (not a race with the end)."""
     clean_dir, enhanced_dir = dirs
     names = [f"utt{i:02d}.wav" for i in range(16)]
+    clean, noise = speech
+    long_speech = (np.tile(clean, 15), np.tile(noise, 15))
     for i, name in enumerate(names):
-        _write_good_pair(clean_dir, enhanced_dir, name, speech, 0.01 * (i + 1))
+        _write_good_pair(
+            clean_dir, enhanced_dir, name, speech if i < 2 else long_speech, 0.01 * (i + 1)
+        )
     out = tmp_path / "m.csv"
     command = [str(DFABLATE), "score", str(clean_dir), str(enhanced_dir), "--out", str(out)]
     process = subprocess.Popen(
@@ -312,5 +318,7 @@ def test_ctrl_c_stops_the_workers_promptly_and_keeps_finished_rows(dirs, speech,
     assert "interrupted" in err and "rerun to resume" in err and "Traceback" not in err
     kept = _read_csv(out)
     assert 2 <= len(kept) < len(names)
+    for i, name in enumerate(names[2:], start=2):  # short again: the resume stays quick
+        _write_good_pair(clean_dir, enhanced_dir, name, speech, 0.01 * (i + 1))
     assert main(["score", str(clean_dir), str(enhanced_dir), "--out", str(out)]) == 0
     assert list(_read_csv(out)) == names

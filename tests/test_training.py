@@ -259,3 +259,25 @@ def test_schedules_are_rebuilt_when_the_steps_per_epoch_change(tmp_path, batches
     np.testing.assert_allclose(record.seen, want, rtol=1e-9, atol=1e-15)
     schedule = trainer.lr_scheduler_configs[0].scheduler
     assert (schedule.steps_per_epoch, schedule.total_steps, schedule.warmup_steps) == (1, 4, 1)
+
+
+class _LearningRates(L.Callback):
+    def __init__(self):
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_training_follows_the_recipe_schedule_per_epoch(tmp_path, batches):
+    """configure_optimizers turns warmup_epochs into steps with the real epoch length: the
+    learning rate of every step equals DeepFilterNet's cosine_scheduler for that epoch length."""
+    short = [{**b, "clean": b["clean"][:, :12000], "noisy": b["noisy"][:, :12000]} for b in batches]
+    epochs, steps_per_epoch = 4, len(short)
+    lrs = _LearningRates()
+    trainer = _trainer(tmp_path, max_epochs=epochs, limit_val_batches=0, callbacks=[lrs])
+    trainer.fit(_tiny(), train_dataloaders=_loader(short))
+    cosine = import_df_module("lr").cosine_scheduler
+    expected = cosine(1e-3, 1e-6, epochs, steps_per_epoch, 3, start_warmup_value=1e-4)
+    assert steps_per_epoch == 2 and len(lrs.lrs) == epochs * steps_per_epoch
+    np.testing.assert_allclose(lrs.lrs, expected, rtol=1e-9)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -43,22 +42,6 @@ def _restore_torch_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def mini_cache(tmp_path_factory) -> Path:
-    """A private mini-corpus cache for these runs (built once)."""
-    from dfablate.data import ensure_mini
-
-    cache = tmp_path_factory.mktemp("mini-cache")
-    ensure_mini(cache)
-    old = os.environ.get("DFABLATE_CACHE")
-    os.environ["DFABLATE_CACHE"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("DFABLATE_CACHE", None)
-    else:
-        os.environ["DFABLATE_CACHE"] = old
-
-
 def _env(mini_cache: Path) -> dict[str, str]:
     # WANDB_SERVICE points at this process's W&B service (set by the in-process W&B run):
     # a child that inherits it talks to that service instead of starting its own.
@@ -69,6 +52,15 @@ def _env(mini_cache: Path) -> dict[str, str]:
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "OMP_NUM_THREADS": "1",
+    }
+
+
+def _kill_env(mini_cache: Path) -> dict[str, str]:
+    """`_env` with tests/ importable, for the `sigkill_callback.SignalAt` test hook."""
+    tests = str(Path(__file__).parent)
+    return {
+        **_env(mini_cache),
+        "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
     }
 
 
@@ -174,47 +166,172 @@ def _global_step(path: Path) -> int:
         return -1
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_continues_steps_and_wandb_run(tmp_path, mini_cache):
-    """Kill -9 a training process mid-run, then `resume=true` finishes the same run."""
-    args = [
-        "train", *FAST, "logger=[csv,wandb]", "callbacks.media=null", "validate_first=false",
-        "trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-        "val_metric_utterances=0", "callbacks.checkpoints.every_n_train_steps=1",
-        f"output_root={tmp_path}",
-    ]  # fmt: skip
-    env = _env(mini_cache)
-    run_dir = tmp_path / "default" / "original-seed43"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    proc = _dfablate(*args, cwd=tmp_path, env=env, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while _global_step(last) < 4:
-        assert proc.poll() is None, proc.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, "no checkpoint written in time"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = _global_step(last)
-    assert 4 <= killed_at < 9
+def _early_stopping(checkpoint: dict) -> dict:
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("EarlyStopping")]
+    return state
 
-    again = _dfablate(*args, cwd=tmp_path, env=env)  # without resume=true: refused
-    output = again.communicate()[0]
-    assert again.returncode == 2 and "pass resume=true" in output.strip().splitlines()[-1]
+
+def _patience_from_log(val_losses: list[float]) -> tuple[float, int]:
+    """(best, wait count) that EarlyStopping (mode min, min_delta 0) reaches on these losses."""
+    best, wait = float("inf"), 0
+    for loss in val_losses:
+        if loss < best:
+            best, wait = loss, 0
+        else:
+            wait += 1
+    return best, wait
+
+
+# 3 epochs of 3 steps, a validation after each (one utterance), nothing else.
+KILL_RUN = [
+    "train", *FAST, "callbacks.media=null", "validate_first=false",
+    "trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+    "val_metric_utterances=0",
+]  # fmt: skip
+KILL_HOOK = "+callbacks.kill._target_=sigkill_callback.SignalAt"
+
+
+def _check_resumed_run(run_dir: Path, output: str) -> None:
+    """The resumed run ends like an uninterrupted one: 9 steps, one validation per epoch,
+    early stopping's best score and patience count over all three validations."""
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 9 and final["lr_schedulers"][0]["last_epoch"] == 9
+    assert final["optimizer_states"][0]["state"]  # AdamW moments carried over
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    val = metrics.dropna(subset=["val/loss"])
+    assert list(val["step"]) == [2, 5, 8]  # neither repeated nor lost around the kill
+    steps = metrics.dropna(subset=["train/loss"])["step"]
+    assert sorted(steps) == list(range(9))
+    best, wait = _patience_from_log(list(val["val/loss"]))
+    stopping = _early_stopping(final)
+    assert float(stopping["best_score"]) == pytest.approx(best, rel=1e-6)
+    assert stopping["wait_count"] == wait
+    assert (
+        f"best checkpoint: {run_dir / 'checkpoints' / 'best.ckpt'} (val/loss {best:.4f})" in output
+    )
+    best_ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best_ckpt["global_step"] == int(val["step"][val["val/loss"].idxmin()]) + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("where", "killed_at"),
+    [("+callbacks.kill.epoch=0", 3), ("+callbacks.kill.step=4", 4)],
+    ids=["after-epoch-end-checkpoint", "mid-epoch"],
+)
+def test_resume_after_sigkill(tmp_path, mini_cache, where, killed_at):
+    """Kill -9 right after the epoch-end (validation) checkpoint, or mid-epoch with a
+    checkpoint every step; `resume=true` then finishes the same run."""
+    mid_epoch = "step" in where
+    every = 1 if mid_epoch else 1000  # epoch-end: only the validation checkpoint
+    logger = "logger=[csv,wandb]" if mid_epoch else "logger=csv"
+    args = [
+        *KILL_RUN,
+        logger,
+        f"callbacks.checkpoints.every_n_train_steps={every}",
+        f"output_root={tmp_path}",
+    ]
+    env, run_dir = _kill_env(mini_cache), tmp_path / "default" / "original-seed43"
+    killed = _dfablate(*args, KILL_HOOK, where, cwd=tmp_path, env=env)
+    output = killed.communicate(timeout=300)[0]
+    assert killed.returncode == -signal.SIGKILL, output[-3000:]
+    assert _global_step(run_dir / "checkpoints" / "last.ckpt") == killed_at
 
     resumed = _dfablate(*args, "resume=true", cwd=tmp_path, env=env)
-    output = resumed.communicate()[0]
+    output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output[-3000:]
-    final = torch.load(last, weights_only=True)
-    assert final["global_step"] == 9  # 3 epochs x 3 batches: continued, not restarted
-    assert final["lr_schedulers"][0]["last_epoch"] == 9
-    assert final["optimizer_states"][0]["state"]  # AdamW moments carried over
+    assert f"resuming {run_dir} from step {killed_at}" in output
+    _check_resumed_run(run_dir, output)
+    if mid_epoch:  # the same W&B run continues, from the checkpoint's step
+        runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+        assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
+        resumed_log = read_offline_run(runs[-1])
+        assert min(v for _, v in resumed_log.series("trainer/global_step")) >= killed_at
 
-    steps = pd.read_csv(run_dir / "csv" / "metrics.csv").dropna(subset=["train/loss"])["step"]
-    assert steps.max() == 8 and steps.min() == 0
-    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # same run id
-    resumed_log = read_offline_run(runs[-1])
-    assert min(v for _, v in resumed_log.series("trainer/global_step")) >= killed_at
+
+def test_a_run_shorter_than_an_epoch_ends_with_a_checkpoint_and_a_summary(short_run):
+    last = short_run.run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert checkpoint["epoch"] == 0  # saved mid-epoch: a resume continues this epoch
+    assert DfnSystem.load_checkpoint(last).norm == "original"
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in short_run.output  # Lightning's own
+    for noise in ("litlogger", "`weights_only`", "GPU available", "LeafSpec"):
+        assert noise not in short_run.output  # start-up chatter, a line per checkpoint load
+    assert short_run.output.splitlines()[-3:] == [
+        f"run: {short_run.run_dir} (finished at step 2)",
+        f"best checkpoint: none (no validation during training); last: {last}",
+        f"next: dfablate evaluate run={short_run.run_dir}",
+    ]
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ([], "already holds a training run (checkpoints/last.ckpt): pass resume=true"),
+        (["resume=true", "norm=fixed", "hydra.run.dir={run_dir}"],
+         "norm: checkpoint original, this run's config fixed"),
+        (["resume=true", "model=dfn3"], "model.params.conv_ch: checkpoint 16, this run's config 64"),
+        (["ckpt_path={truncated}"], "truncated.ckpt: not a readable checkpoint"),
+        (["seed=abc"], "seed=abc: must be an integer"),
+        (["trainer.max_steps=0"], "trainer.max_steps=0: nothing to train"),
+    ],
+    ids=["again", "other-norm", "other-arch", "truncated-ckpt", "seed", "max-steps-0"],
+)  # fmt: skip
+def test_refused_train_changes_nothing(short_run, tmp_path, capsys, extra, expected):
+    """Every file of the existing run, and the output root, are byte-identical afterwards."""
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((short_run.run_dir / "checkpoints" / "last.ckpt").read_bytes()[:4096])
+    root = short_run.run_dir.parent.parent
+    before = _hashes(root)
+    extra = [e.format(run_dir=short_run.run_dir, truncated=truncated) for e in extra]
+    rc = main(["train", *short_run.args, *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    assert _hashes(root) == before
+
+
+def test_a_refused_sweep_job_changes_nothing_in_its_run(short_run, capsys):
+    """In a sweep (-m) the job's checks also run before its `.hydra/` records are written."""
+    before = _hashes(short_run.run_dir)
+    assert main(["train", "-m", *short_run.args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: job 0 (") and "already holds a training run" in err[-1]
+    assert _hashes(short_run.run_dir) == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_train_says_how_to_resume(tmp_path, mini_cache):
+    args = [*KILL_RUN, "logger=csv", "trainer.max_epochs=1", f"output_root={tmp_path}"]
+    interrupted = _dfablate(
+        *args, KILL_HOOK, "+callbacks.kill.step=1", "+callbacks.kill.sig=SIGINT",
+        cwd=tmp_path, env=_kill_env(mini_cache),
+    )  # fmt: skip
+    output = interrupted.communicate(timeout=300)[0]
+    assert interrupted.returncode == 130, output[-3000:]
+    last_line = output.strip().splitlines()[-1]
+    prefix = "interrupted: training stopped at step 1; continue with: dfablate train "
+    assert last_line.startswith(prefix) and last_line.endswith(" resume=true"), last_line
+    hinted = last_line[len(prefix) :].split()  # the command, as printed: run it
+    assert "+callbacks.kill.sig=SIGINT" in hinted
+    hinted = [a for a in hinted if not a.startswith("+callbacks.kill")]
+    resumed = _dfablate("train", *hinted, cwd=tmp_path, env=_env(mini_cache))
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert "from step 1" in output
+    last = tmp_path / "default" / "original-seed43" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
 
 
 SWEEP = [*FAST, "validate_first=false", "val_metric_utterances=0", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]  # fmt: skip
@@ -244,6 +361,8 @@ def test_parallel_sweep_launchers(tmp_path, mini_cache, launcher):
     run_dir = tmp_path / "default" / "fixed-seed43"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
     assert (run_dir / "csv" / "metrics.csv").is_file()
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert "norm.name=fixed" in overrides  # the job's Hydra records, written by the worker
 
 
 @pytest.mark.slow

@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print_summary,
         write_outputs,
     )
+    from dfablate.paths import check_output_dir
 
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     runs, left_out_gains = load_runs(
         args.runs, dataset=args.dataset, labels=args.label, gain_db=args.gain_db
     )

@@ -67,7 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_download(args: argparse.Namespace) -> int:
     from dfablate.data.download import download_valentini
+    from dfablate.paths import check_output_dir
 
+    check_output_dir(args.root, "--root")
     counts = download_valentini(args.root, args.base_url, args.subset, keep_zips=args.keep_zips)
     listed = ", ".join(f"{split} {count} pairs" for split, count in counts.items())
     print(f"{args.root}: Valentini ready and verified ({listed})")
@@ -89,7 +91,9 @@ def run_make_mini(args: argparse.Namespace) -> int:
     import json
 
     from dfablate.data.mini import MARKER, make_mini
+    from dfablate.paths import check_output_dir
 
+    check_output_dir(args.out, "--out")
     root = make_mini(args.out, args.seed)
     pairs = json.loads((root / MARKER).read_text())["pairs"]
     print(

@@ -32,10 +32,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from dfablate.errors import Interrupted
     from dfablate.evaluation import compose_config, evaluate_from_config, summary_table
 
     cfg = compose_config("evaluate", args.overrides)
-    evaluation = evaluate_from_config(cfg, args.overrides)
+    try:
+        evaluation = evaluate_from_config(cfg, args.overrides)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "the files scored so far are kept; continue with: "
+            + " ".join(["dfablate evaluate", *args.overrides])
+        ) from None
     console = Console()
     console.print(summary_table(evaluation))
     console.print(f"per-file scores: {evaluation.metrics_csv}")

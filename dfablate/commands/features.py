@@ -31,10 +31,17 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from dfablate.audio import load_audio
+    from dfablate.audio import load_audio, truncation
+    from dfablate.errors import UserError
     from dfablate.features import DEFAULT_SAMPLE_RATE, feature_std, get_norm
+    from dfablate.paths import check_output_file
 
     get_norm(args.norm)  # fail on an unknown name before reading any audio
+    if args.csv:
+        check_output_file(Path(args.csv), "--csv")
+    for path in args.audio:  # statistics of part of a file would pass for the whole
+        if reason := truncation(path):
+            raise UserError(f"{path}: {reason}")
     waves = [load_audio(path, DEFAULT_SAMPLE_RATE) for path in args.audio]
     table_df = feature_std(waves, norm=args.norm)
     table = Table(title=f"feat_spec std per deep-filter bin, norm={args.norm}")

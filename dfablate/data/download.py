@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from http.client import HTTPException
 from pathlib import Path
 from urllib.error import HTTPError, URLError
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlparse
 from urllib.request import Request, urlopen
 
 from rich.console import Console
@@ -177,6 +177,11 @@ def download_valentini(
         raise UserError(f"--subset {subset!r}: use one of {', '.join(SUBSETS)}")
     root = Path(root).expanduser()
     base_url = base_url or DEFAULT_BASE_URL
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https", "file") or not (parsed.netloc or parsed.path):
+        raise UserError(f"--base-url {base_url!r}: not an http(s):// or file:// URL")
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--root {root}: is a file, not a directory")
     base_url = base_url if base_url.endswith("/") else base_url + "/"
     downloads = root / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)

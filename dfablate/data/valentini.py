@@ -77,6 +77,15 @@ def find_pairs(root: str | Path, split: str) -> list[Pair]:
     Raises UserError naming the folder for a missing folder, an empty split, or files present on
     one side only (the first few of them and their count).
     """
+    pairs, unpaired = scan_split(root, split)
+    if unpaired:
+        raise UserError(unpaired)
+    return pairs
+
+
+def scan_split(root: str | Path, split: str) -> tuple[list[Pair], str | None]:
+    """The pairs of a split, sorted by name, and what is unpaired (None when every file has
+    its partner); UserError for a missing folder or an empty split."""
     root = Path(root)
     clean_dir, noisy_dir = split_dirs(root, split)
     if not root.is_dir():
@@ -92,16 +101,19 @@ def find_pairs(root: str | Path, split: str) -> list[Pair]:
         sorted(clean.keys() - noisy.keys()),
         sorted(noisy.keys() - clean.keys()),
     )
+    unpaired = None
     if only_clean or only_noisy:
         sides = []
         if only_clean:
             sides.append(f"{len(only_clean)} only in {clean_dir} ({examples(only_clean)})")
         if only_noisy:
             sides.append(f"{len(only_noisy)} only in {noisy_dir} ({examples(only_noisy)})")
-        raise UserError(f"unpaired files in the {split} split: {'; '.join(sides)}")
-    if not clean:
+        unpaired = f"unpaired files in the {split} split: {'; '.join(sides)}"
+    elif not clean:
         raise UserError(f"{clean_dir}: no .wav files (the {split} split is empty)")
-    return [Pair(name, clean[name], noisy[name]) for name in sorted(clean)]
+    return [
+        Pair(name, clean[name], noisy[name]) for name in sorted(clean.keys() & noisy.keys())
+    ], unpaired
 
 
 def split_by_speakers(
@@ -247,6 +259,7 @@ class SplitReport:
     check: PairCheck | None = None
     speakers: int = 0
     error: str | None = None  # layout problem that stopped the split from being checked
+    unpaired: str | None = None  # files without a partner (the others are still checked)
 
 
 def verify_dataset(
@@ -275,15 +288,18 @@ def verify_dataset(
         report = SplitReport(split)
         reports.append(report)
         try:
-            pairs = find_pairs(root, split)
+            pairs, unpaired = scan_split(root, split)
         except UserError as exc:
             report.error = str(exc)
             lines.append(f"{split}: FAILED: {exc}")
             continue
+        # every kind of problem in one pass: the paired files are checked even when some
+        # files have no partner
         report.check = check_pairs(pairs, full_read=True, jobs=jobs, progress=progress)
+        report.unpaired = unpaired
         report.speakers = len({speaker_of(pair.name) for pair in pairs})
         lines += _split_lines(report, sample_rate)
-    problems = sum(bool(r.error or (r.check and r.check.problems)) for r in reports)
+    problems = sum(bool(r.error or r.unpaired or (r.check and r.check.problems)) for r in reports)
     lines.append("result: OK" if not problems else f"result: problems in {problems} split(s)")
     return not problems, lines
 
@@ -306,5 +322,7 @@ def _split_lines(report: SplitReport, sample_rate: int) -> list[str]:
         lines.append(f"  warning: {note}")
     if any(ch != 1 for ch in check.channels):
         lines.append("  warning: multi-channel files are down-mixed to mono when loading")
+    if report.unpaired:
+        lines.append(f"  problem: {report.unpaired}")
     lines += [f"  problem: {line}" for line in check.problem_lines()]
     return lines
