@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from dfablate.audio import load_audio
-from dfablate.dfn import build_dfnet
 from dfablate.enhance import end_padding, enhance_waveform
 from dfablate.features import DfFeatures
+from dfablate.models import build_model
 
 
 def identity(spec, feat_erb, feat_spec):
@@ -44,7 +44,7 @@ def test_real_dfnet_keeps_length(speech_48k):
     audio = load_audio(speech_48k, 48_000)
     noisy = torch.from_numpy(audio[:30_011].copy())
     features = DfFeatures(norm="fixed")
-    model = build_dfnet("dfn3", conv_ch=8, emb_hidden_dim=32, df_hidden_dim=32).eval()
+    model = build_model("dfn3", conv_ch=8, emb_hidden_dim=32, df_hidden_dim=32).eval()
     enhanced = enhance_waveform(noisy, features, model)
     assert enhanced.shape == noisy.shape and torch.isfinite(enhanced).all()
     assert enhanced.abs().max() > 0

@@ -10,9 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
+from upstream import import_df_module, requires_reference
 
 from dfablate.audio import load_audio
-from dfablate.dfn import import_df_module
 from dfablate.errors import UserError
 from dfablate.train import compose_train_config
 from dfablate.training import (
@@ -97,6 +97,7 @@ def test_model_configs_build_the_published_sizes():
     assert sizes["dfn3_tiny"] < sizes["dfn3"] / 10
 
 
+@requires_reference
 @pytest.mark.parametrize("warmup_epochs", [3, 0])
 def test_recipe_schedule_equals_deepfilternet_cosine_scheduler(warmup_epochs):
     steps_per_epoch, epochs = 7, 10
