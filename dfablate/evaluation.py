@@ -580,6 +580,8 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
     """
     from omegaconf import OmegaConf
 
+    if cfg.get("upstream"):
+        return evaluate_upstream(cfg)
     ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
     data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
     if not any(o.split("=", 1)[0].lstrip("+~") == "data" for o in overrides):
@@ -604,6 +606,59 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         wandb_cfg=OmegaConf.to_container(cfg.wandb),
         progress=bool(cfg.progress),
     )
+
+
+def evaluate_upstream(cfg) -> Evaluation:
+    """`dfablate evaluate upstream=DIR`: a released DeepFilterNet folder (config.ini +
+    checkpoints/*.ckpt.best), scored like a run; results in DIR/eval/<dataset>/ unless out_dir=.
+    Its summary says norm "original" and label "upstream-<folder name>" for `compare`."""
+    from omegaconf import OmegaConf
+
+    from dfablate.upstream_model import NORM, load_upstream_model
+
+    if cfg.run is not None or cfg.ckpt is not None:
+        raise UserError("give upstream=DIR alone, without run= or ckpt=")
+    if cfg.expect_norm is not None and cfg.expect_norm != NORM:
+        raise UserError(f"upstream models use norm={NORM}, but expect_norm={cfg.expect_norm}")
+    released = load_upstream_model(cfg.upstream)
+    folder = Path(cfg.upstream)
+    test_set = load_test_set(cfg.data, cfg.hydra.runtime.choices.data, cfg.split, cfg.max_files)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.num_threads))
+    device = cfg.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    identity = {
+        "checkpoint": str(released.checkpoint),
+        "checkpoint_sha1": file_sha1(released.checkpoint),
+        "run_dir": str(folder),
+        "experiment": None,
+        "norm": NORM,
+        "seed": None,
+        "arch": released.arch,
+        "label": released.label,
+        "source": "upstream",
+    }
+    evaluation = evaluate_model(
+        released.features,
+        released.model,
+        test_set,
+        Path(cfg.out_dir) if cfg.out_dir else folder / "eval" / test_set.name,
+        identity=identity,
+        noisy_cache_dir=Path(cfg.noisy_cache_dir)
+        if cfg.noisy_cache_dir
+        else default_noisy_cache_dir(),
+        save_enhanced=bool(cfg.save_enhanced),
+        jobs=cfg.jobs,
+        device=device,
+        progress=bool(cfg.progress),
+    )
+    log_evaluation_to_wandb(folder, evaluation, {}, OmegaConf.to_container(cfg.wandb))
+    return evaluation
 
 
 def summary_table(evaluation: Evaluation):
