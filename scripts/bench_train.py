@@ -6,15 +6,22 @@ between the two so a busy machine slows both alike; the medians are compared. Th
 (ValentiniDataModule on the mini corpus, or on Valentini with --data-root) is timed alone and
 compared with what the model consumes.
 
+With --vs-upstream it instead times the bare training step with dfablate's own model against
+deepfilternet's DfNet (same weights; needs the reference extra) in the same process, rounds
+alternating, and prints the ratio; --compile adds `torch.compile` of the native model.
+
     python scripts/bench_train.py                       # dfn3, CPU, batch 2 x 1 s
     python scripts/bench_train.py --device cuda --batch-size 64 --seconds 3 --workers 8
+    python scripts/bench_train.py --vs-upstream --compile --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -132,6 +139,45 @@ def loader_samples_per_second(args: argparse.Namespace, n_batches: int) -> float
     return samples / (time.perf_counter() - start)
 
 
+def native_vs_upstream(
+    system: DfnSystem, batch: dict, args: argparse.Namespace, warmup: int
+) -> None:
+    """Bare-loop steps/s of the native model, deepfilternet's DfNet (same weights) and, with
+    --compile, the compiled native model; one process, rounds alternating."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from upstream import build_upstream_dfnet
+
+    native = system.dfnet
+    identity = system.identity["model"]
+    upstream = build_upstream_dfnet(identity["arch"], **identity["params"]).to(args.device)
+    upstream.load_state_dict(native.state_dict())
+    models = {"native": native, "upstream": upstream}
+    if args.compile:
+        models["native compiled"] = torch.compile(native)
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            system.dfnet = model
+            steps = args.steps + warmup
+            rates[name].append(bare_loop(system, batch, steps, warmup, args.device, args.precision))
+    system.dfnet = native
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(
+        f"model {args.model}, batch {args.batch_size} x {args.seconds:g} s, {device}, "
+        f"{args.precision}, {torch.get_num_threads()} thread(s), "
+        f"{args.rounds} rounds x {args.steps} steps (bare training step)"
+    )
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    for name, values in rates.items():
+        print(
+            f"{name:16s} {medians[name]:8.3f} steps/s  "
+            f"(rounds: {', '.join(f'{v:.3f}' for v in values)})"
+        )
+    for name in models:
+        if name != "upstream":
+            print(f"{name} / upstream  {medians[name] / medians['upstream']:6.3f} x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="dfn3", choices=["dfn3", "dfn3_tiny", "dfn2"])
@@ -144,6 +190,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--data-root", default=None, help="Valentini root (default: mini corpus)")
+    parser.add_argument(
+        "--vs-upstream", action="store_true", help="native model vs deepfilternet's DfNet"
+    )
+    parser.add_argument("--compile", action="store_true", help="with --vs-upstream: compiled too")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,6 +207,9 @@ def main() -> None:
         "clean": (0.05 * torch.randn(args.batch_size, length, generator=gen)).to(args.device),
     }
     warmup = 2
+    if args.vs_upstream:
+        native_vs_upstream(system, batch, args, warmup)
+        return
     bare, lit = [], []
     for _ in range(args.rounds):
         bare.append(
