@@ -58,7 +58,7 @@ check_version() {
     local pip=("$venv/bin/python" -m pip)
     "${pip[@]}" install --quiet --upgrade pip
     "${pip[@]}" install --quiet --no-deps "torch==$TORCH_VERSION"
-    "${pip[@]}" install --quiet filelock typing-extensions sympy networkx jinja2 fsspec
+    "${pip[@]}" install --quiet filelock typing-extensions sympy networkx jinja2 fsspec setuptools
     "${pip[@]}" install --quiet -e "$ROOT[test,reference]"
     "$venv/bin/python" - <<'EOF'
 import importlib.util
