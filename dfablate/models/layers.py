@@ -268,7 +268,7 @@ class SqueezedGRU(nn.Module):
         return self.linear_out(y), h
 
 
-class SqueezedGRU_S(SqueezedGRU):  # noqa: N801 (upstream's name, kept for readers comparing)
+class SqueezedGRU_S(SqueezedGRU):  # upstream's name, kept for readers comparing the two
     """DFN3's variant: the skip adds the (unsqueezed) input to the output map's result."""
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
