@@ -2,9 +2,10 @@
 
 `DfnSystem` owns a DeepFilterNet (`dfablate.models`, a port of deepfilternet's DfNet) and the
 `DfFeatures` with the chosen normalisation; features are computed on the batch's device inside the
-step. It trains with the DFN3 recipe: `dfablate.losses.DfnLoss`, AdamW (amsgrad) with per-step warm-up +
-cosine learning rate and cosine weight decay (`RecipeSchedule`), gradient-norm clipping, and
-non-finite batches skipped (counted; too many in a row stop the run with `NonFiniteTrainingError`).
+step. It trains with the DFN3 recipe: `dfablate.losses.DfnLoss`, AdamW (amsgrad) with per-step
+warm-up + cosine learning rate and cosine weight decay (`RecipeSchedule`), gradient-norm
+clipping, and non-finite batches skipped (counted; too many in a row stop the run with
+`NonFiniteTrainingError`).
 
 A checkpoint carries its identity under the key "dfablate": the normalisation, the feature
 parameters and the architecture with all resolved model parameters. `load_checkpoint` rebuilds
@@ -129,10 +130,10 @@ class DfnSystem(L.LightningModule):
 
     norm: a registered normalisation name; model: {"arch": "dfn3"|"dfn2", "params": {...}} with
     DeepFilterNet config.ini names, optionally "compile": true (`torch.compile` of the model's
-    forward, not part of the checkpoint identity); loss: DfnLoss keyword arguments (factors, FFT sizes); optim:
-    lr, lr_warmup, lr_min, warmup_epochs, weight_decay, weight_decay_end, betas, grad_clip,
-    max_consecutive_nonfinite; val_metric_utterances: how many validation utterances per
-    validation get PESQ/STOI (dfablate.metrics.score_pair).
+    forward, not part of the checkpoint identity); loss: DfnLoss keyword arguments (factors, FFT
+    sizes); optim: lr, lr_warmup, lr_min, warmup_epochs, weight_decay, weight_decay_end, betas,
+    grad_clip, max_consecutive_nonfinite; val_metric_utterances: how many validation utterances
+    per validation get PESQ/STOI (dfablate.metrics.score_pair).
     """
 
     def __init__(
@@ -154,10 +155,10 @@ class DfnSystem(L.LightningModule):
             raise UserError(f"model config: {exc}") from None
         if model.get("compile"):  # torch.compile of the forward; parameter names unchanged
             self.dfnet.compile()
-        # DfDecoder.df_fc_a (DFN2's DF "alpha" head) is built but never used in forward; frozen,
-        # DDP need not search for unused parameters every step.
+        # DfDecoder.df_fc_a (the DF "alpha" head) is built but unused in forward unless DFN2 runs
+        # dfop_method=real_unfold; frozen, DDP need not search for unused parameters every step.
         df_alpha = getattr(getattr(self.dfnet, "df_dec", None), "df_fc_a", None)
-        if df_alpha is not None:
+        if df_alpha is not None and not getattr(self.dfnet, "use_alpha", False):
             df_alpha.requires_grad_(False)
         self._norm_modules = [
             m

@@ -227,3 +227,19 @@ def test_compile_option_is_not_part_of_the_identity():
     assert list(compiled.state_dict()) == list(plain.state_dict())
     assert compiled.dfnet._compiled_call_impl is not None
     assert plain.dfnet._compiled_call_impl is None
+
+
+def test_df_alpha_head_trains_only_where_the_forward_uses_it():
+    """DFN3 never uses df_dec.df_fc_a (frozen); DFN2 with dfop_method=real_unfold does."""
+    cfg = _model_config("dfn2")
+    dfn3 = _tiny()
+    dfn2 = DfnSystem(norm="original", model=cfg["model"], loss=cfg["loss"])
+    alpha_params = {**cfg["model"]["params"], "dfop_method": "real_unfold"}
+    dfn2_alpha = DfnSystem(
+        norm="original", model={"arch": "dfn2", "params": alpha_params}, loss=cfg["loss"]
+    )
+    trainable = [
+        any(p.requires_grad for p in s.dfnet.df_dec.df_fc_a.parameters())
+        for s in (dfn3, dfn2, dfn2_alpha)
+    ]
+    assert trainable == [False, False, True]
