@@ -129,11 +129,10 @@ class DfnSystem(L.LightningModule):
     """DfNet + DfFeatures(norm) trained with the DFN3 recipe.
 
     norm: a registered normalisation name; model: {"arch": "dfn3"|"dfn2", "params": {...}} with
-    DeepFilterNet config.ini names, optionally "compile": true (`torch.compile` of the model's
-    forward, not part of the checkpoint identity); loss: DfnLoss keyword arguments (factors, FFT
-    sizes); optim: lr, lr_warmup, lr_min, warmup_epochs, weight_decay, weight_decay_end, betas,
-    grad_clip, max_consecutive_nonfinite; val_metric_utterances: how many validation utterances
-    per validation get PESQ/STOI (dfablate.metrics.score_pair).
+    DeepFilterNet config.ini names; loss: DfnLoss keyword arguments (factors, FFT sizes); optim:
+    lr, lr_warmup, lr_min, warmup_epochs, weight_decay, weight_decay_end, betas, grad_clip,
+    max_consecutive_nonfinite; val_metric_utterances: how many validation utterances per
+    validation get PESQ/STOI (dfablate.metrics.score_pair).
     """
 
     def __init__(
@@ -153,8 +152,6 @@ class DfnSystem(L.LightningModule):
             self.dfnet = build_model(model["arch"], **self.identity["model"]["params"])
         except ModelConfigError as exc:
             raise UserError(f"model config: {exc}") from None
-        if model.get("compile"):  # torch.compile of the forward; parameter names unchanged
-            self.dfnet.compile()
         # DfDecoder.df_fc_a (the DF "alpha" head) is built but unused in forward unless DFN2 runs
         # dfop_method=real_unfold; frozen, DDP need not search for unused parameters every step.
         df_alpha = getattr(getattr(self.dfnet, "df_dec", None), "df_fc_a", None)

@@ -217,18 +217,6 @@ def test_ctrl_c_saves_last_checkpoint(tmp_path, batches):
     assert last["global_step"] == 2
 
 
-def test_compile_option_is_not_part_of_the_identity():
-    """model.compile=true compiles the forward in place: same identity, same state-dict names."""
-    cfg = _model_config("dfn3_tiny")
-    plain = DfnSystem(norm="original", model=cfg["model"], loss=cfg["loss"])
-    compiled = DfnSystem(norm="original", model={**cfg["model"], "compile": True}, loss=cfg["loss"])
-    assert cfg["model"]["compile"] is False
-    assert compiled.identity == plain.identity
-    assert list(compiled.state_dict()) == list(plain.state_dict())
-    assert compiled.dfnet._compiled_call_impl is not None
-    assert plain.dfnet._compiled_call_impl is None
-
-
 def test_df_alpha_head_trains_only_where_the_forward_uses_it():
     """DFN3 never uses df_dec.df_fc_a (frozen); DFN2 with dfop_method=real_unfold does."""
     cfg = _model_config("dfn2")
