@@ -39,7 +39,6 @@ class UpstreamModel:
     model: nn.Module
     checkpoint: Path
     arch: str
-    params: dict[str, str]
     label: str
 
 
@@ -131,6 +130,5 @@ def load_upstream_model(folder: str | Path) -> UpstreamModel:
         model=model.eval(),
         checkpoint=checkpoint,
         arch=arch,
-        params=params,
         label=f"upstream-{folder.resolve().name}",
     )
