@@ -14,7 +14,8 @@
 #   3. checks: numpy >= 2, deepfilterlib and deepfilternet absent;
 #   4. `dfablate train data=mini model=dfn3_tiny trainer=cpu logger=csv` for one short epoch
 #      (a run shorter than one epoch, trainer.max_steps=2, needs the kill-safe-runs fix), then
-#      `dfablate score` on real speech, then the model and feature tests (reference ones skip).
+#      `dfablate score` on real speech, then the model and feature tests (reference ones skip),
+#      or with CHECK_PYTHONS_TESTS=all every test not marked slow.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -85,8 +86,9 @@ EOF
             "$ROOT/tests/data/noisy_snr0.wav" --out "$run/score.csv" --jobs 1
         cat "$run/score.csv"
     )
-    (cd "$ROOT" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs \
-        tests/test_models.py tests/test_features.py tests/test_losses.py tests/test_enhance.py)
+    local tests=(tests/test_models.py tests/test_features.py tests/test_losses.py tests/test_enhance.py)
+    [ "${CHECK_PYTHONS_TESTS:-}" != all ] || tests=(-m "not slow")
+    (cd "$ROOT" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs "${tests[@]}")
     echo "== Python $version: OK"
 }
 
