@@ -43,6 +43,10 @@ def _variant(name: str) -> dict:
         return _recipe("dfn3")
     if name == "dfn3_tiny":
         return _recipe("dfn3_tiny")
+    if name == "dfn3_tiny_postfilter":  # the eval-time post-filter, other skip connections
+        recipe = _recipe("dfn3_tiny")
+        recipe["params"] |= {"mask_pf": True, "emb_gru_skip": "groupedlinear", "enc_concat": True}
+        return recipe
     if name == "dfn2":
         return _recipe("dfn2")
     if name == "dfn2_tiny":
@@ -58,12 +62,13 @@ def _variant(name: str) -> dict:
             "group_shuffle": True,
             "dfop_method": "real_unfold",
             "df_n_iter": 2,
+            "mask_pf": True,
         }
         return recipe
     raise KeyError(name)
 
 
-VARIANTS = ["dfn3", "dfn3_tiny", "dfn2", "dfn2_tiny", "dfn2_grouped_alpha"]
+VARIANTS = ["dfn3", "dfn3_tiny", "dfn3_tiny_postfilter", "dfn2", "dfn2_tiny", "dfn2_grouped_alpha"]
 
 
 @pytest.fixture(scope="module")
