@@ -21,6 +21,7 @@ from upstream import build_upstream_dfnet, requires_reference
 
 from dfablate.audio import load_audio
 from dfablate.cli import main
+from dfablate.enhance import enhance_waveform
 from dfablate.training import DfnSystem, checkpoint_identity
 
 OLD_RUN = Path(__file__).parent / "data" / "old_run_dfn3"
@@ -66,8 +67,6 @@ def test_old_checkpoint_enhances_as_upstream_dfnet(speech_48k):
     upstream.eval()
     noisy = torch.from_numpy(load_audio(speech_48k, 48_000)[: 2 * 48_000].copy())
     got = system.enhance(noisy)
-    from dfablate.enhance import enhance_waveform
-
     want = enhance_waveform(noisy, system.features, upstream)
     assert float((got - want).abs().max()) <= 1e-6
     assert float(want.abs().max()) > 1e-3
