@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench check-pythons clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned to the CPU build on disk where it exists, so nothing pulls a CUDA build
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" || $(BIN)/python -m pip install --quiet torch
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,reference]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -35,6 +35,10 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_features.py
 	$(BIN)/python scripts/bench_metrics.py
 	$(BIN)/python scripts/bench_train.py
+
+# Not in CI: installs dfablate on pyenv's Python 3.12 and 3.13 (torch from PyPI) and runs it.
+check-pythons:
+	scripts/check_pythons.sh
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -715,6 +715,8 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
     """
     check_evaluate_options(cfg, overrides)
     input_gain_db = check_gain_db(cfg.input_gain_db, "input_gain_db")
+    if cfg.get("upstream"):
+        return evaluate_upstream(cfg, input_gain_db)
     ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
     data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
     train_cfg, train_data_name = run_config(run_dir)
@@ -757,6 +759,65 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         progress=bool(cfg.progress),
         input_gain_db=input_gain_db,
     )
+
+
+def evaluate_upstream(cfg, input_gain_db: float = 0.0) -> Evaluation:
+    """`dfablate evaluate upstream=DIR`: a released DeepFilterNet folder (config.ini +
+    checkpoints/*.ckpt.best), scored like a run; results in DIR/eval/<dataset>[@<G>dB]/ unless
+    out_dir=. Its summary says norm "original" and label "upstream-<folder name>" for `compare`.
+    W&B: `wandb.mode` as given, else auto (there is no training logger to follow)."""
+    from omegaconf import OmegaConf
+
+    from dfablate.upstream_model import NORM, load_upstream_model
+
+    if cfg.run is not None or cfg.ckpt is not None:
+        raise UserError("give upstream=DIR alone, without run= or ckpt=")
+    if cfg.expect_norm is not None and cfg.expect_norm != NORM:
+        raise UserError(f"upstream models use norm={NORM}, but expect_norm={cfg.expect_norm}")
+    released = load_upstream_model(cfg.upstream)
+    folder = Path(cfg.upstream)
+    test_set = load_test_set(cfg.data, cfg.hydra.runtime.choices.data, cfg.split, cfg.max_files)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.num_threads))
+    device = cfg.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    identity = {
+        "checkpoint": str(released.checkpoint),
+        "checkpoint_sha1": file_sha1(released.checkpoint),
+        "run_dir": str(folder),
+        "experiment": None,
+        "norm": NORM,
+        "seed": None,
+        "arch": released.arch,
+        "label": released.label,
+        "source": "upstream",
+    }
+    evaluation = evaluate_model(
+        released.features,
+        released.model,
+        test_set,
+        Path(cfg.out_dir)
+        if cfg.out_dir
+        else folder / "eval" / gain_dir_name(test_set.name, input_gain_db),
+        identity=identity,
+        noisy_cache_dir=Path(cfg.noisy_cache_dir)
+        if cfg.noisy_cache_dir
+        else default_noisy_cache_dir(),
+        save_enhanced=bool(cfg.save_enhanced),
+        jobs=cfg.jobs,
+        device=device,
+        progress=bool(cfg.progress),
+        input_gain_db=input_gain_db,
+    )
+    wandb_cfg = OmegaConf.to_container(cfg.wandb)
+    wandb_cfg["mode"] = wandb_cfg.get("mode") or "auto"
+    log_evaluation_to_wandb(folder, evaluation, {}, wandb_cfg)
+    return evaluation
 
 
 def summary_table(evaluation: Evaluation):

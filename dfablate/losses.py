@@ -24,7 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfablate.dfn import import_df_module
+
+class _Angle(torch.autograd.Function):
+    """`torch.angle` whose gradient stays finite at zero magnitude (DFN's `df.utils.angle`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return torch.atan2(x.imag, x.real)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        grad_inv = grad / (x.real.square() + x.imag.square()).clamp_min(1e-10)
+        return torch.complex(-x.imag * grad_inv, x.real * grad_inv)
 
 
 def _complex(x: Tensor) -> Tensor:
@@ -36,7 +49,7 @@ def _complex(x: Tensor) -> Tensor:
 
 def _angle(x: Tensor) -> Tensor:
     """`torch.angle` with DFN's gradient that stays finite at zero magnitude."""
-    return import_df_module("utils").angle.apply(x)
+    return _Angle.apply(x)
 
 
 class Istft(nn.Module):

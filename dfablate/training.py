@@ -1,10 +1,11 @@
 """The LightningModule that trains a DeepFilterNet variant, and what its checkpoints mean.
 
-`DfnSystem` owns deepfilternet's DfNet (built through `dfablate.dfn`) and the `DfFeatures` with
-the chosen normalisation; features are computed on the batch's device inside the step. It
-trains with the DFN3 recipe: `dfablate.losses.DfnLoss`, AdamW (amsgrad) with per-step warm-up +
-cosine learning rate and cosine weight decay (`RecipeSchedule`), gradient-norm clipping, and
-non-finite batches skipped (counted; too many in a row stop the run with `NonFiniteTrainingError`).
+`DfnSystem` owns a DeepFilterNet (`dfablate.models`, a port of deepfilternet's DfNet) and the
+`DfFeatures` with the chosen normalisation; features are computed on the batch's device inside the
+step. It trains with the DFN3 recipe: `dfablate.losses.DfnLoss`, AdamW (amsgrad) with per-step
+warm-up + cosine learning rate and cosine weight decay (`RecipeSchedule`), gradient-norm
+clipping, and non-finite batches skipped (counted; too many in a row stop the run with
+`NonFiniteTrainingError`).
 
 A checkpoint carries its identity under the key "dfablate": the normalisation, the feature
 parameters and the architecture with all resolved model parameters. `load_checkpoint` rebuilds
@@ -29,16 +30,16 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from dfablate.dfn import ModelConfigError, build_dfnet, resolved_model_params
 from dfablate.enhance import enhance_waveform
 from dfablate.errors import UserError
 from dfablate.features import DfFeatures
 from dfablate.losses import DfnLoss
+from dfablate.models import ModelConfigError, build_model, resolved_model_params
 
 IDENTITY_KEY = "dfablate"
 IDENTITY_VERSION = 1
 
-# DfFeatures parameters and the type deepfilternet's INI config gives them.
+# DfFeatures parameters and the type deepfilternet's INI config gave them (the stored strings).
 FEATURE_PARAMS = {
     "sr": int,
     "fft_size": int,
@@ -149,10 +150,6 @@ class RecipeSchedule(LRScheduler):
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
-def _float32_inputs(module: nn.Module, args: tuple) -> tuple:
-    return tuple(a.float() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
-
-
 class DfnSystem(L.LightningModule):
     """DfNet + DfFeatures(norm) trained with the DFN3 recipe.
 
@@ -176,16 +173,15 @@ class DfnSystem(L.LightningModule):
         params = dict(model.get("params") or {})
         self.identity = model_identity(norm, model["arch"], params)
         self.features = DfFeatures(norm=norm, **self.identity["features"])
-        self.dfnet = build_dfnet(model["arch"], **self.identity["model"]["params"])
-        # DfDecoder.df_fc_a (DFN2's DF "alpha" head) is built but never used in forward; frozen,
-        # DDP need not search for unused parameters every step.
+        try:
+            self.dfnet = build_model(model["arch"], **self.identity["model"]["params"])
+        except ModelConfigError as exc:
+            raise UserError(f"model config: {exc}") from None
+        # DfDecoder.df_fc_a (the DF "alpha" head) is built but unused in forward unless DFN2 runs
+        # dfop_method=real_unfold; frozen, DDP need not search for unused parameters every step.
         df_alpha = getattr(getattr(self.dfnet, "df_dec", None), "df_fc_a", None)
-        if df_alpha is not None:
+        if df_alpha is not None and not getattr(self.dfnet, "use_alpha", False):
             df_alpha.requires_grad_(False)
-        # The deep-filter op views its coefficients as complex, which bf16 cannot be: under
-        # mixed precision it gets float32 inputs (the rest of DfNet runs in bf16).
-        if hasattr(self.dfnet, "df_op"):
-            self.dfnet.df_op.register_forward_pre_hook(_float32_inputs)
         self._norm_modules = [
             m
             for m in self.dfnet.modules()

@@ -3,6 +3,7 @@
 Both compute what DeepFilterNet's forward takes (STFT, ERB features + erb_norm, deep-filter
 features + unit_norm) for 16 x 3 s of real speech at 48 kHz, in this process, at one thread and
 at all threads. Prints seconds per batch, the speed ratio and the largest output difference.
+libdf is the reference extra (`pip install -e '.[reference]'`, Python <= 3.11).
 """
 
 from __future__ import annotations

@@ -6,15 +6,23 @@ between the two so a busy machine slows both alike; the medians are compared. Th
 (ValentiniDataModule on the mini corpus, or on Valentini with --data-root) is timed alone and
 compared with what the model consumes.
 
+With --vs-upstream it instead times the bare training step with dfablate's own model against
+deepfilternet's DfNet (same initial weights; needs the reference extra) in the same process,
+alternating step by step, and prints the ratios; --compile adds `torch.compile` of the native
+model.
+
     python scripts/bench_train.py                       # dfn3, CPU, batch 2 x 1 s
     python scripts/bench_train.py --device cuda --batch-size 64 --seconds 3 --workers 8
+    python scripts/bench_train.py --vs-upstream --compile --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -132,6 +140,72 @@ def loader_samples_per_second(args: argparse.Namespace, n_batches: int) -> float
     return samples / (time.perf_counter() - start)
 
 
+def timed_step(
+    system: DfnSystem, batch: dict, optimizer: torch.optim.Optimizer, device: str, bf16: bool
+) -> tuple[float, float]:
+    """One bare training step (as `bare_loop`); (wall, process CPU) seconds."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        total, _, _ = system._loss(batch)
+    total.backward()
+    torch.nn.utils.clip_grad_norm_(system.parameters(), 1.0)
+    optimizer.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def native_vs_upstream(
+    system: DfnSystem, batch: dict, args: argparse.Namespace, warmup: int
+) -> None:
+    """Training steps of the native model, deepfilternet's DfNet (same initial weights) and,
+    with --compile, the compiled native model, alternating step by step in this process (a busy
+    machine slows all alike); medians of wall and CPU time per step."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from upstream import build_upstream_dfnet
+
+    native = system.dfnet
+    identity = system.identity["model"]
+    upstream = build_upstream_dfnet(identity["arch"], **identity["params"]).to(args.device)
+    upstream.load_state_dict(native.state_dict())
+    models = {"native": native, "upstream": upstream}
+    if args.compile:
+        models["native compiled"] = torch.compile(native)
+    optimizers = {
+        name: torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-12, amsgrad=True)
+        for name, model in models.items()
+    }
+    bf16 = args.precision == "bf16-mixed"
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+    system.train()
+    for index in range(warmup + args.rounds * args.steps):
+        for name, model in models.items():
+            system.dfnet = model
+            step_time = timed_step(system, batch, optimizers[name], args.device, bf16)
+            if index >= warmup:
+                times[name].append(step_time)
+    system.dfnet = native
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(
+        f"model {args.model}, batch {args.batch_size} x {args.seconds:g} s, {device}, "
+        f"{args.precision}, {torch.get_num_threads()} thread(s), "
+        f"{args.rounds * args.steps} steps each, alternating (bare training step)"
+    )
+    wall = {name: statistics.median(t[0] for t in values) for name, values in times.items()}
+    cpu = {name: statistics.median(t[1] for t in values) for name, values in times.items()}
+    for name in models:
+        print(f"{name:16s} {1 / wall[name]:7.3f} steps/s wall, {cpu[name]:.3f} CPU s per step")
+    for name in models:
+        if name != "upstream":
+            print(
+                f"{name} vs upstream: {wall['upstream'] / wall[name]:.3f} x as fast (wall), "
+                f"{cpu['upstream'] / cpu[name]:.3f} x (CPU time)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="dfn3", choices=["dfn3", "dfn3_tiny", "dfn2"])
@@ -144,6 +218,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--data-root", default=None, help="Valentini root (default: mini corpus)")
+    parser.add_argument(
+        "--vs-upstream", action="store_true", help="native model vs deepfilternet's DfNet"
+    )
+    parser.add_argument("--compile", action="store_true", help="with --vs-upstream: compiled too")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,6 +235,9 @@ def main() -> None:
         "clean": (0.05 * torch.randn(args.batch_size, length, generator=gen)).to(args.device),
     }
     warmup = 2
+    if args.vs_upstream:
+        native_vs_upstream(system, batch, args, warmup)
+        return
     bare, lit = [], []
     for _ in range(args.rounds):
         bare.append(

@@ -10,9 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
+from upstream import import_df_module, requires_reference
 
 from dfablate.audio import load_audio
-from dfablate.dfn import import_df_module
 from dfablate.errors import UserError
 from dfablate.train import compose_train_config
 from dfablate.training import (
@@ -97,6 +97,7 @@ def test_model_configs_build_the_published_sizes():
     assert sizes["dfn3_tiny"] < sizes["dfn3"] / 10
 
 
+@requires_reference
 @pytest.mark.parametrize("warmup_epochs", [3, 0])
 def test_recipe_schedule_equals_deepfilternet_cosine_scheduler(warmup_epochs):
     steps_per_epoch, epochs = 7, 10
@@ -238,6 +239,7 @@ class _RecordSchedule(L.Callback):
         self.seen.append((group["lr"], group["weight_decay"]))
 
 
+@requires_reference
 def test_schedules_are_rebuilt_when_the_steps_per_epoch_change(tmp_path, batches):
     """As DeepFilterNet's trainer: at an epoch whose loader has another length, LR and WD
     schedules are set up anew for that length and indexed by epoch * len(loader) + i."""
@@ -269,6 +271,7 @@ class _LearningRates(L.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
+@requires_reference
 def test_training_follows_the_recipe_schedule_per_epoch(tmp_path, batches):
     """configure_optimizers turns warmup_epochs into steps with the real epoch length: the
     learning rate of every step equals DeepFilterNet's cosine_scheduler for that epoch length."""
@@ -281,3 +284,19 @@ def test_training_follows_the_recipe_schedule_per_epoch(tmp_path, batches):
     expected = cosine(1e-3, 1e-6, epochs, steps_per_epoch, 3, start_warmup_value=1e-4)
     assert steps_per_epoch == 2 and len(lrs.lrs) == epochs * steps_per_epoch
     np.testing.assert_allclose(lrs.lrs, expected, rtol=1e-9)
+
+
+def test_df_alpha_head_trains_only_where_the_forward_uses_it():
+    """DFN3 never uses df_dec.df_fc_a (frozen); DFN2 with dfop_method=real_unfold does."""
+    cfg = _model_config("dfn2")
+    dfn3 = _tiny()
+    dfn2 = DfnSystem(norm="original", model=cfg["model"], loss=cfg["loss"])
+    alpha_params = {**cfg["model"]["params"], "dfop_method": "real_unfold"}
+    dfn2_alpha = DfnSystem(
+        norm="original", model={"arch": "dfn2", "params": alpha_params}, loss=cfg["loss"]
+    )
+    trainable = [
+        any(p.requires_grad for p in s.dfnet.df_dec.df_fc_a.parameters())
+        for s in (dfn3, dfn2, dfn2_alpha)
+    ]
+    assert trainable == [False, False, True]

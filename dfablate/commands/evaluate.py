@@ -1,4 +1,4 @@
-"""`dfablate evaluate run=DIR|ckpt=FILE [overrides]`: enhance and score a test set."""
+"""`dfablate evaluate run=DIR|ckpt=FILE|upstream=DIR [overrides]`: enhance and score a test set."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ examples:
   dfablate evaluate run=outputs/norm_ablation/fixed-seed0 data=valentini save_enhanced=true
   dfablate evaluate ckpt=model.ckpt expect_norm=fixed jobs=8
   dfablate evaluate run=outputs/demo/fixed-seed0 input_gain_db=-20   # -> eval/<dataset>@-20dB
+  dfablate evaluate upstream=DeepFilterNet3 data=valentini  # a released model folder (config.ini
+                                                            # + checkpoints/), norm=original
 
-Writes <run dir>/eval/<dataset>/metrics.csv (file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) and
-summary.json; an interrupted evaluation resumes with the files still missing. input_gain_db=G
-scales the noisy input and the clean reference by 10^(G/20) (results in eval/<dataset>@<G>dB).
-Arguments are Hydra overrides of configs/evaluate.yaml.
+Writes <run dir or upstream folder>/eval/<dataset>/metrics.csv
+(file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) and summary.json; an interrupted evaluation
+resumes with the files still missing. input_gain_db=G scales the noisy input and the clean
+reference by 10^(G/20) (results in eval/<dataset>@<G>dB). Arguments are Hydra overrides of
+configs/evaluate.yaml.
 """
 
 
