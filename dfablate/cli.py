@@ -2,7 +2,7 @@
 
 Each module in `dfablate.commands` defines `add_parser(subparsers)` and `run(args) -> int`.
 Hydra-driven stages (train, evaluate, ablate) pass their remaining arguments to Hydra as
-overrides. User errors (`UserError`) print as one line; `-v/--verbose` shows the traceback.
+overrides (`--config-dir DIR` adds a user config folder). User errors (`UserError`) print as one line; `-v/--verbose` shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import sys
 import warnings
 
+from dfablate.config import config_dir_overrides
 from dfablate.errors import Interrupted, UserError
 
 COMMANDS = ("train", "evaluate", "compare", "ablate", "score", "features", "data")
@@ -42,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = extra
     warnings.formatwarning = _format_warning
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
+        args.overrides = config_dir_overrides(extra)
         return int(args.handler(args) or 0)
     except UserError as exc:
         if args.verbose:

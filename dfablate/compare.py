@@ -21,6 +21,7 @@ import pandas as pd
 
 from dfablate import seed_stats
 from dfablate.errors import UserError
+from dfablate.runs import find_run_config
 
 RUN_NAME = re.compile(r"^(?P<norm>[A-Za-z0-9_]+)-seed(?P<seed>\d+)$")
 EVAL_FOLDER = re.compile(r"^(?P<base>.+?)(?:@(?P<gain>[+-]\d+(?:\.\d+)?)dB)?$")
@@ -257,25 +258,6 @@ def _excluded(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in NOT_IDENTITY)
 
 
-def _run_config(csv_path: Path) -> tuple[Path | None, dict, dict]:
-    """(run dir, flattened training config, Hydra group choices) of the run that produced the
-    CSV, from the nearest `.hydra/config.yaml` above it."""
-    for parent in list(csv_path.parents)[:4]:
-        config = parent / ".hydra" / "config.yaml"
-        if config.is_file():
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
-            hydra_yaml = parent / ".hydra" / "hydra.yaml"
-            choices = {}
-            if hydra_yaml.is_file():
-                hydra_cfg = OmegaConf.load(hydra_yaml)
-                found = OmegaConf.select(hydra_cfg, "hydra.runtime.choices")
-                choices = {} if found is None else OmegaConf.to_container(found)
-            return parent, _flatten(cfg), {k: str(v) for k, v in choices.items()}
-    return None, {}, {}
-
-
 def _identity(
     config: dict, summary: dict, folder_norm: str | None, dataset_name: str | None
 ) -> dict[str, str]:
@@ -329,7 +311,10 @@ def read_scores(csv_path: Path) -> pd.DataFrame:
 
 def load_evaluation(csv_path: Path, gain_db: float, label: str | None = None) -> RunMetrics:
     """One metrics CSV with its run's identity (config, else summary.json, else folder name)."""
-    run_dir, config, choices = _run_config(csv_path)
+    recorded = find_run_config(csv_path)
+    run_dir = recorded.run_dir if recorded else None
+    config = _flatten(recorded.config) if recorded else {}
+    choices = recorded.choices if recorded else {}
     summary = _read_summary(csv_path.parent)
     seed = config.get("seed", summary.get("seed"))
     run_name, folder_norm = (run_dir.name if run_dir is not None else None), None
@@ -1199,8 +1184,7 @@ def log_comparison_to_wandb(
 ) -> None:
     """One W&B run (job_type "compare") in the output folder: the summary, per-file and seed
     tables, every figure, and the seed-aware headline of every metric in the run summary."""
-    from dfablate.evaluation import quiet_wandb
-    from dfablate.tracking import wandb_mode
+    from dfablate.tracking import quiet_wandb, wandb_mode
 
     if wandb_mode(mode) == "disabled":
         return

@@ -18,12 +18,9 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from functools import cached_property
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +28,16 @@ from omegaconf import OmegaConf
 
 from dfablate.audio import AudioError, load_audio
 from dfablate.errors import UserError
-from dfablate.metrics import METRICS, MetricError, score_pair
+from dfablate.metrics import METRICS, score_pair
 from dfablate.progress import progress_bar
-
-COLUMNS = ("file", *METRICS, "error")
+from dfablate.runs import file_sha1, read_run_config, resolve_checkpoint
+from dfablate.scoring import (
+    MetricsCsv,
+    available_cores,
+    failed_row,
+    failure_text,
+    scoring_pool,
+)
 
 # What produced the results, recorded in summary.json and eval_state.json: results of another
 # version are scored again, never mixed. 1: end padding of delay + hop remainder; 2: fft_size
@@ -93,71 +96,6 @@ class TestSet:
         }
 
 
-# ---------------------------------------------------------------- resumable CSV
-
-
-class ResultsCsv:
-    """A per-file CSV that grows one complete line at a time and survives interruption."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def finished(self) -> dict[str, dict]:
-        """Rows already scored without error, by file; a partial last line is discarded."""
-        if not self.path.is_file():
-            return {}
-        text = self.path.read_text()
-        if text and not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-            self.path.write_text(text)
-        lines = text.splitlines()
-        if not lines or lines[0].split(",") != list(COLUMNS):
-            raise UserError(f"{self.path}: not a metrics CSV written by dfablate evaluate")
-        import csv
-
-        rows = {}
-        for record in csv.DictReader(lines):
-            if record["error"]:
-                continue  # scored again: the file may have been fixed since
-            rows[record["file"]] = {
-                "file": record["file"],
-                **{m: _to_float(record[m]) for m in METRICS},
-                "error": record["error"] or "",
-            }
-        return rows
-
-    def append(self, row: dict) -> None:
-        import csv
-        import io
-
-        new = not self.path.is_file()
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: ("" if _is_nan(row[k]) else row[k]) for k in COLUMNS})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-
-    def rewrite(self, rows: Iterable[dict]) -> None:
-        """Replace the file atomically with `rows` in the given order."""
-        import pandas as pd
-
-        tmp = self.path.with_suffix(".csv.tmp")
-        pd.DataFrame(list(rows), columns=list(COLUMNS)).to_csv(tmp, index=False)
-        os.replace(tmp, self.path)
-
-
-def _to_float(text: str) -> float:
-    return float(text) if text not in ("", None) else float("nan")
-
-
-def _is_nan(value) -> bool:
-    return isinstance(value, float) and np.isnan(value)
-
-
 # ---------------------------------------------------------------- scoring worker
 
 
@@ -182,13 +120,9 @@ def score_file(
         if isinstance(degraded, Path):
             degraded = _at_gain(load_audio(degraded, sample_rate), input_gain_db)
         scores = score_pair(clean, degraded, sample_rate)
-        error = ""
-    except (UserError, MetricError) as exc:
-        scores, error = dict.fromkeys(METRICS, float("nan")), str(exc)
-    except Exception as exc:  # a bug or an exotic file must not stop the other files
-        scores = dict.fromkeys(METRICS, float("nan"))
-        error = f"unexpected {type(exc).__name__}: {exc}"
-    return {"file": name, **scores, "error": " ".join(error.split())}
+    except Exception as exc:  # a bad file must not stop the other files
+        return failed_row(name, failure_text(exc)[0])
+    return {"file": name, **{m: float(scores[m]) for m in METRICS}, "error": ""}
 
 
 def _at_gain(audio: np.ndarray, input_gain_db: float) -> np.ndarray:
@@ -261,11 +195,13 @@ def evaluate_model(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _reset_if_stale(out_dir, identity, test_set, input_gain_db)
-    results = ResultsCsv(out_dir / "metrics.csv")
-    noisy_csv = ResultsCsv(noisy_cache_path(noisy_cache_dir, test_set, input_gain_db))
+    results = MetricsCsv(out_dir / "metrics.csv")
+    noisy_csv = MetricsCsv(noisy_cache_path(noisy_cache_dir, test_set, input_gain_db))
     names = {p.noisy.name for p in test_set.pairs}
     done = {k: v for k, v in results.finished().items() if k in names}
     noisy_done = {k: v for k, v in noisy_csv.finished().items() if k in names}
+    results.rewrite(done.values())  # drops partial lines and failures (scored again)
+    noisy_csv.rewrite(noisy_done.values())
     todo = [p for p in test_set.pairs if p.noisy.name not in done]
     noisy_todo = [p for p in test_set.pairs if p.noisy.name not in noisy_done]
     enhanced_dir = out_dir / "enhanced"
@@ -273,14 +209,13 @@ def evaluate_model(
         enhanced_dir.mkdir(exist_ok=True)
 
     sr = features.sr
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or available_cores()
     features = features.to(device).eval()
     model = model.to(device).eval()
     inflight: dict[Future, tuple[str, str]] = {}
 
     bar = progress_bar(progress)
-    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_ignore_sigint)
-    with bar, pool:
+    with bar, scoring_pool(jobs) as pool:
         enhance_task = bar.add_task("enhance", total=len(test_set.pairs), completed=len(done))
         score_task = bar.add_task(
             "score", total=2 * len(test_set.pairs), completed=len(done) + len(noisy_done)
@@ -329,7 +264,6 @@ def evaluate_model(
             submit_noisy(len(noisy_todo) + len(inflight))
             collect(0)
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
             for future, (kind, _) in inflight.items():  # keep what finished before the stop
                 if future.done() and not future.cancelled() and future.exception() is None:
                     (results if kind == "enhanced" else noisy_csv).append(future.result())
@@ -384,13 +318,6 @@ def _reset_if_stale(
     state_path.write_text(json.dumps(state) + "\n")
 
 
-def _ignore_sigint() -> None:
-    """Scoring workers leave Ctrl-C to the main process, which stops them cleanly."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     import soundfile as sf
 
@@ -399,58 +326,7 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     os.replace(tmp, path)
 
 
-def file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------- checkpoints, runs, test sets
-
-
-def resolve_checkpoint(
-    run: str | Path | None, ckpt: str | Path | None, which: str = "best"
-) -> tuple[Path, Path]:
-    """(checkpoint file, run directory) from `run=DIR` or `ckpt=FILE`."""
-    if (run is None) == (ckpt is None):
-        raise UserError("give exactly one of run=DIR (a training run) or ckpt=FILE")
-    if ckpt is not None:
-        ckpt = Path(ckpt)
-        if not ckpt.is_file():
-            raise UserError(f"ckpt={ckpt}: checkpoint not found")
-        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        return ckpt, run_dir
-    run_dir = Path(run)
-    if not run_dir.is_dir():
-        raise UserError(f"run={run_dir}: run directory not found")
-    if which not in ("best", "last"):
-        raise UserError(f"checkpoint={which}: must be best or last")
-    for name in (which, "last"):
-        path = run_dir / "checkpoints" / f"{name}.ckpt"
-        if path.is_file():
-            if name != which:
-                warnings.warn(f"{run_dir}: no {which}.ckpt, using last.ckpt", stacklevel=2)
-            return path, run_dir
-    raise UserError(
-        f"run={run_dir}: no checkpoint (checkpoints/{which}.ckpt or checkpoints/last.ckpt); "
-        "train it first or pass ckpt=FILE"
-    )
-
-
-def run_config(run_dir: Path) -> tuple[dict, str | None]:
-    """The run's resolved training config and the name of its data config (if recorded)."""
-    from omegaconf import OmegaConf
-
-    config_path, hydra_path = run_dir / ".hydra" / "config.yaml", run_dir / ".hydra" / "hydra.yaml"
-    if not config_path.is_file():
-        return {}, None
-    config = OmegaConf.to_container(OmegaConf.load(config_path))
-    data_name = None
-    if hydra_path.is_file():
-        data_name = OmegaConf.select(OmegaConf.load(hydra_path), "hydra.runtime.choices.data")
-    return config, data_name
 
 
 def load_test_set(
@@ -460,7 +336,7 @@ def load_test_set(
     with `max_files`, an evenly spread subset of that many (for smoke runs)."""
     from hydra.utils import instantiate
 
-    from dfablate.data.valentini import find_pairs
+    from dfablate.data.valentini import evenly_spread, find_pairs
 
     datamodule = instantiate(data_cfg)
     pairs = find_pairs(datamodule.root, split)
@@ -470,8 +346,7 @@ def load_test_set(
         if max_files < 1:
             raise UserError(f"max_files={max_files} must be at least 1")
         if max_files < len(pairs):
-            keep = np.unique(np.linspace(0, len(pairs) - 1, max_files).round().astype(int))
-            pairs = [pairs[i] for i in keep]
+            pairs = evenly_spread(pairs, max_files)
             name = f"{name}-{len(pairs)}files"
     return TestSet(name=name, root=datamodule.root, pairs=pairs)
 
@@ -506,7 +381,8 @@ def evaluate_checkpoint(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     system = DfnSystem.load_checkpoint(ckpt, expect_norm=expect_norm, map_location=device)
-    train_cfg, _ = run_config(run_dir)
+    recorded = read_run_config(run_dir)
+    train_cfg = recorded.config if recorded else {}
     identity = {
         "checkpoint": str(ckpt),
         "checkpoint_sha1": file_sha1(ckpt),
@@ -560,26 +436,12 @@ def log_evaluation_to_wandb(
     A separate run rather than resuming the training run: offline runs resumed elsewhere would
     restart W&B's step counter and clash with the training history on upload.
     """
-    from dfablate.tracking import wandb_mode
+    from dfablate.tracking import quiet_wandb, wandb_mode
 
     if wandb_mode(wandb_cfg.get("mode", "auto")) == "disabled":
         return
     with quiet_wandb():
         _log_evaluation(run_dir, evaluation, train_cfg, wandb_cfg)
-
-
-@contextmanager
-def quiet_wandb():
-    """No W&B banner or run summary in the terminal (the stage prints its own results)."""
-    saved = os.environ.get("WANDB_SILENT")
-    os.environ["WANDB_SILENT"] = "true"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("WANDB_SILENT", None)
-        else:
-            os.environ["WANDB_SILENT"] = saved
 
 
 def _log_evaluation(run_dir: Path, evaluation: Evaluation, train_cfg: dict, wandb_cfg: dict):
@@ -632,27 +494,6 @@ def _log_evaluation(run_dir: Path, evaluation: Evaluation, train_cfg: dict, wand
         run.finish()
 
 
-def compose_config(config_name: str, overrides: list[str]):
-    """Compose `configs/<config_name>.yaml` with command-line overrides (no Hydra run dir).
-
-    Returns the config with the `hydra` node (for the chosen group names); Hydra and OmegaConf
-    errors come out as one-line UserErrors.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from dfablate.train import config_dir, one_line
-
-    if "-m" in overrides or "--multirun" in overrides:
-        raise UserError(f"dfablate {config_name} does not take -m/--multirun")
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(one_line(exc)) from exc
-
-
 _ABSENT = object()
 
 
@@ -665,10 +506,10 @@ def check_evaluate_options(cfg, overrides: list[str]) -> None:
     counts, an unknown `expect_norm`, a device this machine does not have."""
     import torch
 
+    from dfablate.config import config_file
     from dfablate.features import get_norm
-    from dfablate.train import config_dir
 
-    known = set(OmegaConf.load(config_dir() / "evaluate.yaml")) - {"defaults"} | {"data", "hydra"}
+    known = set(OmegaConf.load(config_file("evaluate.yaml"))) - {"defaults"} | {"data", "hydra"}
     for override in overrides:
         top = _override_key(override).split(".", 1)[0]
         if top not in known:
@@ -719,7 +560,9 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         return evaluate_upstream(cfg, input_gain_db)
     ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
     data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
-    train_cfg, train_data_name = run_config(run_dir)
+    recorded = read_run_config(run_dir)
+    train_cfg = recorded.config if recorded else {}
+    train_data_name = recorded.choices.get("data") if recorded else None
     if not any(_override_key(o) == "data" for o in overrides):
         if train_cfg.get("data") and train_data_name:
             data_cfg, data_name = OmegaConf.create(train_cfg["data"]), train_data_name

@@ -3,8 +3,8 @@
 `run_cli(overrides)` runs Hydra on `configs/train.yaml` with command-line overrides (`-m` for a
 multirun); each job calls `train(cfg)`, which builds the data module, `DfnSystem`, loggers and
 callbacks from the config and fits. Hydra errors and `UserError`s come out as one-line
-`UserError`s. The configs live in `configs/` next to the `dfablate` package (the project is
-installed editable), so the command works from any directory.
+`UserError`s. The configs ship inside the package (`dfablate.config`), so the command works
+from any directory, installed from a wheel too.
 
 DDP and multiruns: Lightning's `ddp` strategy starts ranks > 0 by re-running the command line.
 Jobs run by the CLI process re-run `dfablate train <this job's overrides>` in the job's run
@@ -27,23 +27,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from dfablate.config import CONFIG_SEARCH_PATH, as_user_error, compose_config, one_line
 from dfablate.errors import Interrupted, UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 log = logging.getLogger(__name__)
 
 _cli_pid: int | None = None  # the process that runs `dfablate train`
 _cli_argv0: str | None = None
-
-
-def config_dir() -> Path:
-    """The project's Hydra config directory (`configs/` beside the package)."""
-    if not (CONFIG_DIR / "train.yaml").is_file():
-        raise UserError(
-            f"config directory {CONFIG_DIR} not found: dfablate runs from a source checkout "
-            "(pip install -e .)"
-        )
-    return CONFIG_DIR
 
 
 def compose_train_config(
@@ -51,25 +41,7 @@ def compose_train_config(
 ) -> Any:
     """The composed train config (a DictConfig) for `overrides`, outside a Hydra run (scripts,
     tests). Not for use inside a running Hydra job."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (Hydra's messages span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _user_error_cause(exc: BaseException) -> UserError | None:
-    """The UserError that caused `exc` (Hydra wraps errors raised during instantiate)."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, UserError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return compose_config("train", overrides, return_hydra_config=return_hydra_config)
 
 
 def _job_label() -> str:
@@ -109,7 +81,7 @@ def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
                 raise
 
     job.__module__, job.__qualname__ = task_function.__module__, task_function.__qualname__
-    main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
+    main = hydra.main(config_path=CONFIG_SEARCH_PATH, config_name=config_name, version_base="1.3")(
         job
     )
     saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
@@ -121,8 +93,7 @@ def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
         if not failures:
             raise
     except (HydraException, OmegaConfBaseException) as exc:
-        cause = _user_error_cause(exc)
-        raise UserError(one_line(cause if cause is not None else exc)) from exc
+        raise as_user_error(exc) from exc
     finally:
         sys.argv = saved_argv
         if saved_full_error is None:
@@ -191,7 +162,9 @@ def _strategy(requested: Any) -> Any:
 
     # Lightning re-runs sys.argv (+ hydra.run.dir=<this run dir>) for ranks > 0: make that
     # this single job, not the whole sweep.
-    sys.argv = [_cli_argv0 or sys.argv[0], "train", *HydraConfig.get().overrides.task]
+    overrides = HydraConfig.get().overrides
+    searchpath = [o for o in overrides.hydra if o.lstrip("+").startswith("hydra.searchpath=")]
+    sys.argv = [_cli_argv0 or sys.argv[0], "train", *overrides.task, *searchpath]
     return requested
 
 
@@ -213,7 +186,7 @@ def _integer(cfg, key: str) -> int | None:
 def check_run(cfg, run_dir: Path) -> RunStart:
     """Every refusal `train` can make before it writes anything: bad values, a run directory
     that already holds a run, a checkpoint that is unreadable or of another model."""
-    from dfablate.features import get_norm
+    from dfablate.features import get_norm, register_norm_function
     from dfablate.training import IDENTITY_KEY, check_identity, model_identity, read_checkpoint
 
     _integer(cfg, "seed")
@@ -223,6 +196,8 @@ def check_run(cfg, run_dir: Path) -> RunStart:
             f"trainer.max_steps={max_steps}: nothing to train; give a positive number of "
             "optimizer steps, or -1 for no limit (trainer.max_epochs decides)"
         )
+    if cfg.norm.get("function"):
+        register_norm_function(cfg.norm.name, cfg.norm.function)
     get_norm(cfg.norm.name)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     identity = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
@@ -254,17 +229,10 @@ def _preflight(overrides: list[str]) -> None:
     """Run `check_run` for a single run before Hydra creates or rewrites its run directory
     (its `.hydra/` records), so that a refused command changes nothing. Sweeps (-m) and
     Hydra's own flags (--cfg, --info, ...) are checked inside each job instead."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     if any(arg.startswith("-") for arg in overrides):
         return
-    try:
-        cfg = compose_train_config(overrides, return_hydra_config=True)
-        run_dir = Path(cfg.hydra.run.dir)
-    except (HydraException, OmegaConfBaseException) as exc:
-        cause = _user_error_cause(exc)
-        raise UserError(one_line(cause if cause is not None else exc)) from exc
+    cfg = compose_train_config(overrides, return_hydra_config=True)
+    run_dir = Path(cfg.hydra.run.dir)
     check_run(cfg, run_dir)
 
 
@@ -366,6 +334,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         loss=resolved.get("loss"),
         optim=resolved.get("optim"),
         val_metric_utterances=int(cfg.get("val_metric_utterances", 3)),
+        norm_function=cfg.norm.get("function"),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     # checkpoints last: one written after a validation then holds what it changed in the others

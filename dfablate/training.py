@@ -30,25 +30,23 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from dfablate.config import config_file
 from dfablate.enhance import enhance_waveform
 from dfablate.errors import UserError
-from dfablate.features import DfFeatures
+from dfablate.features import FEATURE_PARAMS, DfFeatures, register_norm_function
 from dfablate.losses import DfnLoss
 from dfablate.models import ModelConfigError, build_model, resolved_model_params
 
 IDENTITY_KEY = "dfablate"
 IDENTITY_VERSION = 1
 
-# DfFeatures parameters and the type deepfilternet's INI config gave them (the stored strings).
-FEATURE_PARAMS = {
-    "sr": int,
-    "fft_size": int,
-    "hop_size": int,
-    "nb_erb": int,
-    "nb_df": int,
-    "min_nb_erb_freqs": int,
-    "norm_tau": float,
-}
+
+def optim_recipe() -> dict[str, Any]:
+    """DFN3's optimiser settings (`configs/optim/dfn3.yaml`): the values for keys a config
+    leaves out."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(config_file("optim/dfn3.yaml")))
 
 
 class NonFiniteTrainingError(UserError):
@@ -157,7 +155,8 @@ class DfnSystem(L.LightningModule):
     DeepFilterNet config.ini names; loss: DfnLoss keyword arguments (factors, FFT sizes); optim:
     lr, lr_warmup, lr_min, warmup_epochs, weight_decay, weight_decay_end, betas, grad_clip,
     max_consecutive_nonfinite; val_metric_utterances: how many validation utterances per
-    validation get PESQ/STOI (dfablate.metrics.score_pair).
+    validation get PESQ/STOI (dfablate.metrics.score_pair); norm_function: "module.function" of a
+    norm defined outside the package (a norm YAML's `function:`), registered under `norm`.
     """
 
     def __init__(
@@ -167,9 +166,12 @@ class DfnSystem(L.LightningModule):
         loss: Mapping[str, Any] | None = None,
         optim: Mapping[str, Any] | None = None,
         val_metric_utterances: int = 3,
+        norm_function: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # loggers get the resolved Hydra config instead
+        if norm_function:  # a norm from a user's config folder: importable wherever it is loaded
+            register_norm_function(norm, norm_function)
         params = dict(model.get("params") or {})
         self.identity = model_identity(norm, model["arch"], params)
         self.features = DfFeatures(norm=norm, **self.identity["features"])
@@ -197,18 +199,7 @@ class DfnSystem(L.LightningModule):
             lsnr_max=float(resolved["lsnr_max"]),
             **dict(loss or {}),
         )
-        self.optim_cfg = {
-            "lr": 1e-3,
-            "lr_warmup": 1e-4,
-            "lr_min": 1e-6,
-            "warmup_epochs": 3,
-            "weight_decay": 1e-12,
-            "weight_decay_end": 0.01,
-            "betas": (0.9, 0.999),
-            "grad_clip": 1.0,
-            "max_consecutive_nonfinite": 20,
-            **dict(optim or {}),
-        }
+        self.optim_cfg = {**optim_recipe(), **dict(optim or {})}
         self.val_metric_utterances = int(val_metric_utterances)
         self.nonfinite_total = 0
         self.nonfinite_in_a_row = 0
@@ -463,6 +454,7 @@ class DfnSystem(L.LightningModule):
             loss=hparams.get("loss"),
             optim=hparams.get("optim"),
             val_metric_utterances=hparams.get("val_metric_utterances", 3),
+            norm_function=hparams.get("norm_function"),
         )
         check_identity(identity, system.identity, "the rebuilt model")
         system.load_state_dict(checkpoint["state_dict"])

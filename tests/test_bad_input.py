@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dfablate.cli import main
-from dfablate.evaluation import COLUMNS
+from dfablate.scoring import COLUMNS
 
 
 def _hashes(*roots: Path) -> dict[str, str]:
@@ -92,7 +92,9 @@ def test_evaluate_applies_data_overrides_to_the_runs_own_data(short_run, tmp_pat
     run_dir = tmp_path / "valentini-run"
     shutil.copytree(short_run.run_dir / "checkpoints", run_dir / "checkpoints")
     (run_dir / ".hydra").mkdir()
-    data = OmegaConf.load(Path(__file__).parent.parent / "configs" / "data" / "valentini.yaml")
+    data = OmegaConf.load(
+        Path(__file__).parent.parent / "dfablate" / "configs" / "data" / "valentini.yaml"
+    )
     data.root = str(tmp_path)  # where it was when the run trained
     OmegaConf.save(
         {"seed": 1, "logger": {"csv": {}}, "data": data}, run_dir / ".hydra" / "config.yaml"
@@ -119,7 +121,9 @@ def test_evaluation_follows_the_runs_logger(short_run, tmp_path, capsys):
 
 def test_the_demo_launcher_is_a_core_dependency():
     """`dfablate ablate experiment=demo` runs its jobs with the joblib launcher."""
-    demo = OmegaConf.load(Path(__file__).parent.parent / "configs" / "experiment" / "demo.yaml")
+    demo = OmegaConf.load(
+        Path(__file__).parent.parent / "dfablate" / "configs" / "experiment" / "demo.yaml"
+    )
     assert "joblib" in OmegaConf.to_yaml(demo)
     core = [r for r in importlib.metadata.requires("dfablate") or [] if "extra ==" not in r]
     assert any(r.startswith("hydra-joblib-launcher") for r in core), core

@@ -358,7 +358,7 @@ def test_csvs_at_different_gains_are_refused(tmp_path, capsys):
 
 
 def test_comparison_is_logged_to_wandb_offline(tmp_path):
-    from dfablate.tracking import read_offline_run
+    from wandb_offline import read_offline_run
 
     runs = seed_study(tmp_path)
     out = tmp_path / "cmp"

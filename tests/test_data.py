@@ -19,7 +19,7 @@ from dfablate.data.mini import ensure_mini
 from dfablate.data.valentini import SPLIT_DIRS, speaker_of
 from dfablate.errors import UserError
 
-CONFIGS = Path(__file__).parents[1] / "configs" / "data"
+CONFIGS = Path(__file__).parents[1] / "dfablate" / "configs" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,14 @@ import soundfile as sf
 import torch
 from pesq import pesq
 from scipy.signal import resample_poly
+from wandb_offline import read_offline_run
 
 from dfablate.audio import load_audio
 from dfablate.cli import main
 from dfablate.data.valentini import find_pairs
-from dfablate.evaluation import COLUMNS, PIPELINE_VERSION, evaluate_model, gain_dir_name
+from dfablate.evaluation import PIPELINE_VERSION, evaluate_model, gain_dir_name
 from dfablate.evaluation import TestSet as EvalSet  # not collected by pytest
-from dfablate.tracking import read_offline_run
+from dfablate.scoring import COLUMNS
 from dfablate.training import DfnSystem
 
 TINY = {"conv_ch": 8, "emb_hidden_dim": 32, "df_hidden_dim": 32, "enc_linear_groups": 8,

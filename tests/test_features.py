@@ -22,7 +22,7 @@ from dfablate.features import (
 )
 
 ALPHA = 0.99  # df.utils.get_norm_alpha at the defaults
-CONFIG_NORM_DIR = Path(__file__).parents[1] / "configs" / "norm"
+CONFIG_NORM_DIR = Path(__file__).parents[1] / "dfablate" / "configs" / "norm"
 
 
 def _libdf_features(audio: np.ndarray, nb_df: int = 96):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from wandb_offline import read_offline_run
 
 from dfablate.errors import UserError
 from dfablate.tracking import (
     init_wandb,
     log_audio_example,
     log_feature_std,
-    read_offline_run,
     run_id,
     wandb_mode,
 )

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from wandb_offline import read_offline_run
 
 from dfablate.cli import main
-from dfablate.tracking import read_offline_run
 from dfablate.training import DfnSystem, checkpoint_identity
 
 # A tiny but complete run: real model (dfn3_tiny), real data (mini corpus), real loss.

@@ -35,8 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from dfablate.config import compose_config
     from dfablate.errors import Interrupted
-    from dfablate.evaluation import compose_config, evaluate_from_config, summary_table
+    from dfablate.evaluation import evaluate_from_config, summary_table
 
     cfg = compose_config("evaluate", args.overrides)
     try:
