@@ -289,7 +289,7 @@ def evaluate_trained(plan: Plan, console) -> None:
 
 def compare_evaluated(plan: Plan, console):
     """Compare the evaluated runs (baseline: the first norm); None when fewer than 2 variants."""
-    from dfablate.compare import (
+    from dfablate.comparison import (
         compare_runs,
         load_runs,
         log_comparison_to_wandb,

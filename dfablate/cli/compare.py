@@ -51,7 +51,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dfablate.compare import (
+    from dfablate.comparison import (
         compare_runs,
         default_out_dir,
         load_runs,

@@ -17,7 +17,7 @@ from dfablate.audio import load_audio
 from dfablate.features import DfFeatures
 from dfablate.losses import DfnLoss
 from dfablate.models import ModelConfigError, build_model, resolved_model_params
-from dfablate.train import compose_train_config
+from dfablate.training import compose_train_config
 
 SR = 48000
 FORWARD_ATOL = 1e-5

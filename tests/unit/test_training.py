@@ -14,7 +14,6 @@ from upstream import import_df_module, requires_reference
 
 from dfablate.audio import load_audio
 from dfablate.errors import UserError
-from dfablate.train import compose_train_config
 from dfablate.training import (
     CheckpointMismatchError,
     DfnSystem,
@@ -22,18 +21,13 @@ from dfablate.training import (
     RecipeSchedule,
     RunCheckpoints,
     checkpoint_identity,
+    compose_train_config,
 )
 
 SR = 48000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: several times faster than two on a busy 2-core machine (GRU loops)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model_config(name: str) -> dict:

@@ -1,6 +1,6 @@
 """The `dfablate` command: one entry point, one subcommand module per stage.
 
-Each module in `dfablate.commands` defines `add_parser(subparsers)` and `run(args) -> int`.
+Each module in `dfablate.cli` (one per subcommand) defines `add_parser(subparsers)` and `run(args) -> int`.
 Hydra-driven stages (train, evaluate, ablate) pass their remaining arguments to Hydra as
 overrides (`--config-dir DIR` adds a user config folder). User errors (`UserError`) print as one line; `-v/--verbose` shows the traceback.
 """
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"dfablate.commands.{name}").add_parser(subparsers)
+        importlib.import_module(f"dfablate.cli.{name}").add_parser(subparsers)
     return parser
 
 
@@ -57,7 +57,3 @@ def main(argv: list[str] | None = None) -> int:
         hint = str(exc) if isinstance(exc, Interrupted) else ""
         print(f"interrupted: {hint}" if hint else "interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -187,7 +187,12 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     """Every refusal `train` can make before it writes anything: bad values, a run directory
     that already holds a run, a checkpoint that is unreadable or of another model."""
     from dfablate.features import get_norm, register_norm_function
-    from dfablate.training import IDENTITY_KEY, check_identity, model_identity, read_checkpoint
+    from dfablate.training.checkpoints import (
+        IDENTITY_KEY,
+        check_identity,
+        model_identity,
+        read_checkpoint,
+    )
 
     _integer(cfg, "seed")
     max_steps = _integer(cfg, "trainer.max_steps")
@@ -299,7 +304,8 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities import rank_zero_only
 
-    from dfablate.training import DfnSystem, RunCheckpoints
+    from dfablate.training.checkpoints import RunCheckpoints
+    from dfablate.training.module import DfnSystem
 
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
@@ -389,7 +395,7 @@ def _resume_command() -> str:
 
 def closing_summary(run_dir: Path, callbacks: list[Any], trainer: Any) -> str:
     """What a finished run left and what to run next (printed at the end of `train`)."""
-    from dfablate.training import RunCheckpoints
+    from dfablate.training.checkpoints import RunCheckpoints
 
     checkpoints = next((c for c in callbacks if isinstance(c, RunCheckpoints)), None)
     lines = [f"run: {run_dir} (finished at step {trainer.global_step})"]

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import TESTS_DIR
 from wandb_offline import read_offline_run
 
 from dfablate.cli import main
@@ -35,13 +36,6 @@ FAST = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _env(mini_cache: Path) -> dict[str, str]:
     # WANDB_SERVICE points at this process's W&B service (set by the in-process W&B run):
     # a child that inherits it talks to that service instead of starting its own.
@@ -57,7 +51,7 @@ def _env(mini_cache: Path) -> dict[str, str]:
 
 def _kill_env(mini_cache: Path) -> dict[str, str]:
     """`_env` with tests/ importable, for the `sigkill_callback.SignalAt` test hook."""
-    tests = str(Path(__file__).parent)
+    tests = str(TESTS_DIR)
     return {
         **_env(mini_cache),
         "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
@@ -65,7 +59,7 @@ def _kill_env(mini_cache: Path) -> dict[str, str]:
 
 
 def _dfablate(*args: str, cwd: Path, env: dict, **kwargs) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "dfablate.cli", *args]
+    cmd = [sys.executable, "-m", "dfablate", *args]
     return subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs
     )

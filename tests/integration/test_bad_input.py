@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from conftest import CONFIG_DIR
 from omegaconf import OmegaConf
 
 from dfablate.cli import main
@@ -92,9 +93,7 @@ def test_evaluate_applies_data_overrides_to_the_runs_own_data(short_run, tmp_pat
     run_dir = tmp_path / "valentini-run"
     shutil.copytree(short_run.run_dir / "checkpoints", run_dir / "checkpoints")
     (run_dir / ".hydra").mkdir()
-    data = OmegaConf.load(
-        Path(__file__).parent.parent / "dfablate" / "configs" / "data" / "valentini.yaml"
-    )
+    data = OmegaConf.load(CONFIG_DIR / "data" / "valentini.yaml")
     data.root = str(tmp_path)  # where it was when the run trained
     OmegaConf.save(
         {"seed": 1, "logger": {"csv": {}}, "data": data}, run_dir / ".hydra" / "config.yaml"
@@ -121,9 +120,7 @@ def test_evaluation_follows_the_runs_logger(short_run, tmp_path, capsys):
 
 def test_the_demo_launcher_is_a_core_dependency():
     """`dfablate ablate experiment=demo` runs its jobs with the joblib launcher."""
-    demo = OmegaConf.load(
-        Path(__file__).parent.parent / "dfablate" / "configs" / "experiment" / "demo.yaml"
-    )
+    demo = OmegaConf.load(CONFIG_DIR / "experiment" / "demo.yaml")
     assert "joblib" in OmegaConf.to_yaml(demo)
     core = [r for r in importlib.metadata.requires("dfablate") or [] if "extra ==" not in r]
     assert any(r.startswith("hydra-joblib-launcher") for r in core), core

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import CONFIG_DIR, DATA_DIR
 from upstream import requires_reference
 
 from dfablate.audio import load_audio
@@ -22,7 +22,7 @@ from dfablate.features import (
 )
 
 ALPHA = 0.99  # df.utils.get_norm_alpha at the defaults
-CONFIG_NORM_DIR = Path(__file__).parents[1] / "dfablate" / "configs" / "norm"
+CONFIG_NORM_DIR = CONFIG_DIR / "norm"
 
 
 def _libdf_features(audio: np.ndarray, nb_df: int = 96):
@@ -42,9 +42,7 @@ def _as_complex(x: torch.Tensor) -> np.ndarray:
 
 
 def _speech() -> np.ndarray:
-    data, rate = sf.read(
-        Path(__file__).parent / "data" / "clean_freesound_33711.wav", dtype="float32"
-    )
+    data, rate = sf.read(DATA_DIR / "clean_freesound_33711.wav", dtype="float32")
     assert rate == 48000
     return data
 
@@ -70,7 +68,7 @@ def test_original_matches_libdf_on_real_speech():
 
 @requires_reference
 def test_original_matches_libdf_on_real_noisy_speech_batch():
-    noisy, _ = sf.read(Path(__file__).parent / "data" / "noisy_snr0.wav", dtype="float32")
+    noisy, _ = sf.read(DATA_DIR / "noisy_snr0.wav", dtype="float32")
     clean = _speech()
     n = min(len(noisy), len(clean))
     _assert_matches_libdf(np.stack([clean[:n], noisy[:n], 0.01 * noisy[:n]]))
@@ -171,7 +169,7 @@ def test_fixed_warm_feat_spec_ignores_the_input_gain(gain_db):
 def test_per_bin_std_against_input_level_original_and_fixed():
     """The issue's table: mean per-bin std of feat_spec on a 3 s crop of noisy_snr0.wav at
     -20 / 0 / +20 dB. original grows with sqrt(gain); fixed grows too, through its start state."""
-    noisy, _ = sf.read(Path(__file__).parent / "data" / "noisy_snr0.wav", dtype="float32")
+    noisy, _ = sf.read(DATA_DIR / "noisy_snr0.wav", dtype="float32")
     crop = noisy[: 3 * 48000]
     table = {"fixed": (0.65, 1.38, 2.09), "original": (0.0084, 0.037, 0.13)}
     for norm, want in table.items():
@@ -281,7 +279,7 @@ def test_features_cli_bad_file_is_one_line_naming_it(tmp_path, capsys, kind):
         bad.write_bytes(b"RIFF\x00\x00not a wav at all")
     elif kind == "empty":
         sf.write(bad, np.zeros(0, dtype=np.float32), 48000)
-    good = Path(__file__).parent / "data" / "arctic_a0009.wav"
+    good = DATA_DIR / "arctic_a0009.wav"
     assert main(["features", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and str(bad) in err and "\n" not in err

@@ -10,21 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import CONFIG_DIR
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dfablate.cli import main
 from dfablate.data import ValentiniDataModule, find_pairs
-from dfablate.data.mini import ensure_mini
 from dfablate.data.valentini import SPLIT_DIRS, speaker_of
 from dfablate.errors import UserError
 
-CONFIGS = Path(__file__).parents[1] / "dfablate" / "configs" / "data"
-
-
-@pytest.fixture(scope="session")
-def mini_root(tmp_path_factory) -> Path:
-    return ensure_mini(tmp_path_factory.getbasetemp() / "dfablate-cache", seed=0)
+CONFIGS = CONFIG_DIR / "data"
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from dfablate.cli import main
-from dfablate.compare import compare_runs, load_runs, relative_difference_pct, wilcoxon_p
+from dfablate.comparison import compare_runs, load_runs, relative_difference_pct, wilcoxon_p
 from dfablate.errors import UserError
 
 FILES = ["f1.wav", "f2.wav", "f3.wav", "f4.wav"]

@@ -16,11 +16,6 @@ from dfablate.data.valentini import SPLIT_DIRS, find_pairs, speaker_of
 from dfablate.errors import UserError
 
 
-@pytest.fixture(scope="session")
-def mini_root(tmp_path_factory) -> Path:
-    return mini.ensure_mini(tmp_path_factory.getbasetemp() / "dfablate-cache", seed=0)
-
-
 def _files(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()

@@ -29,6 +29,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dfablate.train import run_cli
+    from dfablate.training.task import run_cli
 
     return run_cli(args.overrides)

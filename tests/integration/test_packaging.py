@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHORT_RUN
+from conftest import ROOT, SHORT_RUN
 
 from dfablate.cli import main
 from dfablate.config import compose_config, config_file
 from dfablate.features import NORMALIZATIONS, get_norm
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # A norm that exists only in a user's folder: half the spectrum (a fixed, checkable factor).
 USER_NORM_MODULE = """
@@ -117,15 +116,21 @@ def test_python_dash_m_dfablate_is_the_command():
 
 @pytest.mark.slow
 def test_a_built_wheel_trains_and_evaluates_outside_the_checkout(tmp_path, mini_cache):
-    """Build a wheel from the checkout, install it into a folder, and from a folder that is not
+    """Build a wheel from (a copy of) the checkout, install it into a folder, and from a folder that is not
     a checkout train and evaluate with it while the checkout's dfablate is not importable.
 
     The build runs isolated (pip fetches setuptools>=77 as for `make install`: the reference
     extra pins packaging<24, too old for it); installing the wheel downloads nothing."""
+    source = tmp_path / "source"  # a clean copy: the build writes build/ and *.egg-info there
+    shutil.copytree(
+        ROOT / "dfablate", source / "dfablate", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(wheels), str(ROOT)],
+         "-w", str(wheels), str(source)],
         check=True, cwd=tmp_path,
     )  # fmt: skip
     (wheel,) = wheels.glob("dfablate-*.whl")

@@ -9,14 +9,12 @@ identity holds the parameters deepfilternet resolved.
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 import yaml
+from conftest import DATA_DIR
 from upstream import build_upstream_dfnet, requires_reference
 
 from dfablate.audio import load_audio
@@ -24,24 +22,8 @@ from dfablate.cli import main
 from dfablate.enhance import enhance_waveform
 from dfablate.training import DfnSystem, checkpoint_identity
 
-OLD_RUN = Path(__file__).parent / "data" / "old_run_dfn3"
+OLD_RUN = DATA_DIR / "old_run_dfn3"
 OLD_CKPT = OLD_RUN / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture
-def mini_cache(tmp_path_factory) -> Path:
-    from dfablate.data import ensure_mini
-
-    cache = tmp_path_factory.getbasetemp() / "old-runs-mini-cache"
-    if not cache.exists():
-        ensure_mini(cache)
-    old = os.environ.get("DFABLATE_CACHE")
-    os.environ["DFABLATE_CACHE"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("DFABLATE_CACHE", None)
-    else:
-        os.environ["DFABLATE_CACHE"] = old
 
 
 def test_old_checkpoint_loads_with_its_identity():
