@@ -8,7 +8,7 @@ Each stage is skipped when its outputs exist, so running the command again resum
 - evaluate: `dfablate.evaluation` on each trained run at every input gain of
   `ablate.evaluate.input_gains_db`, unless a complete evaluation of the same checkpoint on the
   same test set at that gain exists.
-- compare: `dfablate.compare` over all evaluated runs at every input gain they were all
+- compare: `dfablate.comparison` over all evaluated runs at every input gain they were all
   evaluated at (baseline: the first norm of the sweep), unless `compare/inputs.json` shows the
   same inputs.
 A failed job does not stop the others; the comparison runs on what exists and lists what is

@@ -4,7 +4,7 @@
 `model.params` of the Hydra configs); `resolved_model_params` gives every parameter with defaults
 filled in, as the strings deepfilternet's config held (a checkpoint's identity). The models are
 ports of deepfilternet 0.5.6's `DfNet`: same parameter names and shapes, same outputs (checked
-against upstream in tests/test_models.py), no libdf, no global config.
+against upstream in tests/unit/test_models.py), no libdf, no global config.
 """
 
 from __future__ import annotations

@@ -93,6 +93,15 @@ def test_bad_config_folders_are_one_line_errors(args, message, tmp_path, capsys)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_config_folders_come_one_way(user_configs, tmp_path, capsys):
+    """--config-dir and hydra.searchpath together would silently drop one: refused."""
+    args = ["train", "--config-dir", str(user_configs), f"hydra.searchpath=[file://{tmp_path}]"]
+    assert main([*args, f"output_root={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: give config folders either with --config-dir or with hydra.searchpath"
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_norm_function_that_does_not_import_is_refused(tmp_path, capsys):
     folder = tmp_path / "cfg"
     (folder / "norm").mkdir(parents=True)
