@@ -24,20 +24,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfablate.errors import UserError
+from dfablate.models.params import DF_PARAMS
 
-DEFAULT_SAMPLE_RATE = 48000
-
-# The parameters that define DfFeatures (besides the norm), with the type deepfilternet's INI
-# config gave them: checkpoints store these (dfablate.training.model_identity).
-FEATURE_PARAMS: dict[str, type] = {
-    "sr": int,
-    "fft_size": int,
-    "hop_size": int,
-    "nb_erb": int,
-    "nb_df": int,
-    "min_nb_erb_freqs": int,
-    "norm_tau": float,
+# The parameters that define DfFeatures (besides the norm), with deepfilternet's defaults and
+# the types its INI config gives them (`DF_PARAMS`, the one table): checkpoints store these
+# (dfablate.training.model_identity).
+_FEATURE_NAMES = ("sr", "fft_size", "hop_size", "nb_erb", "nb_df", "min_nb_erb_freqs", "norm_tau")
+FEATURE_PARAMS: dict[str, Callable[[str], int | float]] = {
+    name: cast for name, _, cast in DF_PARAMS if name in _FEATURE_NAMES
 }
+FEATURE_DEFAULTS: dict[str, int | float] = {
+    name: cast(default) for name, default, cast in DF_PARAMS if name in _FEATURE_NAMES
+}
+DEFAULT_SAMPLE_RATE = int(FEATURE_DEFAULTS["sr"])
 
 NormFn = Callable[[Tensor, Tensor, float], Tensor]
 NORMALIZATIONS: dict[str, NormFn] = {}
@@ -261,12 +260,12 @@ class DfFeatures(nn.Module):
         self,
         norm: str = "original",
         sr: int = DEFAULT_SAMPLE_RATE,
-        fft_size: int = 960,
-        hop_size: int = 480,
-        nb_erb: int = 32,
-        nb_df: int = 96,
-        min_nb_erb_freqs: int = 2,
-        norm_tau: float = 1.0,
+        fft_size: int = int(FEATURE_DEFAULTS["fft_size"]),
+        hop_size: int = int(FEATURE_DEFAULTS["hop_size"]),
+        nb_erb: int = int(FEATURE_DEFAULTS["nb_erb"]),
+        nb_df: int = int(FEATURE_DEFAULTS["nb_df"]),
+        min_nb_erb_freqs: int = int(FEATURE_DEFAULTS["min_nb_erb_freqs"]),
+        norm_tau: float = float(FEATURE_DEFAULTS["norm_tau"]),
     ) -> None:
         super().__init__()
         self.norm_fn = get_norm(norm)
