@@ -19,8 +19,6 @@ from dfablate.comparison.results import (
 from dfablate.errors import UserError
 from dfablate.runs import find_run_config
 
-# ---------------------------------------------------------------- loading
-
 
 def _eval_gain(eval_dir: Path, folder_gain: float = 0.0) -> float:
     """The input gain of an evaluation: summary.json's `input_gain_db`, else the folder's."""

@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 
 from dfablate import seed_stats
-
-# ---------------------------------------------------------------- outputs
 from dfablate.comparison.results import DB_METRICS, NO_RELATIVE, Comparison, gain_suffix
 
 
@@ -42,109 +40,125 @@ def write_figures(comparison: Comparison, out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     c, paths = comparison, []
-
-    def save(fig, name: str) -> None:
-        paths.append(out_dir / name)
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-
     for variant in c.variants[1:]:
         for gain in c.gains:
-            table = _condition(c.relative_diff, variant, gain)
-            summary = _condition(c.summary, variant, gain).set_index("metric")
-            where = f"{variant} vs {c.baseline}" + (f" at {gain:+g} dB input gain" if gain else "")
-            fig, axes = _panels(plt, len(c.metrics))
-            for ax, metric in zip(axes, c.metrics, strict=True):
-                rows = table[table["metric"] == metric].sort_values(["a", "file"])
-                rank = np.arange(1, len(rows) + 1)
-                ax.scatter(rank, rows["diff"], s=8, alpha=0.7, label="file")
-                ax.axhline(0.0, color="black", linewidth=0.8)
-                row = summary.loc[metric]
-                ax.axhline(row["mean_diff"], color="tab:red", linestyle="--", linewidth=1,
-                           label="B - A of variant means")  # fmt: skip
-                if np.isfinite(row["ci95_low"]):
-                    ax.axhspan(row["ci95_low"], row["ci95_high"], color="tab:red", alpha=0.15,
-                               label="95 % interval (seeds)")  # fmt: skip
-                if len(rows) <= 30:
-                    ax.set_xticks(rank, [Path(f).stem for f in rows["file"]], rotation=90,
-                                  fontsize=6)  # fmt: skip
-                else:
-                    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                ax.set_xlabel("file, sorted by A's score" + ("" if len(rows) <= 30 else " (rank)"))
-                ax.set_ylabel(f"B - A ({metric})")
-                ax.set_title(metric.upper())
-            axes[0].legend(fontsize=7)
-            fig.suptitle(f"{where}: B - A per file (files listed in per_file.csv)")
-            save(fig, f"per_file_diff{_suffix(c, variant, gain)}.png")
-
-            fig, axes = _panels(plt, len(c.metrics))
-            for ax, metric in zip(axes, c.metrics, strict=True):
-                diff = table.loc[table["metric"] == metric, "diff"].to_numpy()
-                if diff.size:
-                    ax.hist(diff, bins=min(40, max(5, diff.size // 3)), color="tab:blue")
-                    ax.axvline(diff.mean(), color="tab:red", linestyle="--", linewidth=1)
-                ax.axvline(0.0, color="black", linewidth=0.8)
-                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-                ax.set_xlabel(f"B - A ({metric})")
-                ax.set_ylabel("files")
-                ax.set_title(metric.upper())
-            fig.suptitle(f"{where}: distribution of B - A over files (red: mean)")
-            save(fig, f"per_file_diff_distribution{_suffix(c, variant, gain)}.png")
-
-    for gain in c.gains:
-        fig, axes = _panels(plt, len(c.metrics))
-        means = c.run_means[c.run_means["gain_db"] == gain]
-        for ax, metric in zip(axes, c.metrics, strict=True):
-            a_mean = means.loc[means["variant"] == c.baseline, metric].mean()
-            ax.axhline(a_mean, color="grey", linestyle=":", linewidth=1)
-            for x, variant in enumerate(c.variants):
-                runs = means[means["variant"] == variant]
-                ax.scatter(np.full(len(runs), x), runs[metric], s=20, color=f"C{x}")
-                for seed, value in zip(runs["seed"], runs[metric], strict=True):
-                    if pd.notna(seed):
-                        ax.annotate(f"{int(seed)}", (x, value), xytext=(4, 0), fontsize=7,
-                                    textcoords="offset points", va="center")  # fmt: skip
-                if variant == c.baseline:
-                    continue
-                row = _condition(c.summary, variant, gain).set_index("metric").loc[metric]
-                if np.isfinite(row["ci95_low"]):
-                    low, high = a_mean + row["ci95_low"], a_mean + row["ci95_high"]
-                    ax.errorbar(x + 0.25, row["b_mean"], fmt="o", color="black", capsize=4,
-                                yerr=[[row["b_mean"] - low], [high - row["b_mean"]]])  # fmt: skip
-            ax.set_xticks(range(len(c.variants)), c.variants, fontsize=7)
-            ax.set_xlim(-0.5, len(c.variants) - 0.3)
-            ax.set_title(metric.upper())
-        fig.suptitle(
-            "per-seed means over files (numbers: seed); black: B's mean with the 95 % interval "
-            "of B - A placed on A's mean (dotted)" + (f", input gain {gain:+g} dB" if gain else "")
-        )
-        save(fig, f"seed_means{gain_suffix(gain)}.png")
-
+            paths += _per_file_figures(plt, c, variant, gain, out_dir)
+    paths += [_seed_means_figure(plt, c, gain, out_dir) for gain in c.gains]
     if len(c.gains) > 1:
-        fig, axes = _panels(plt, len(c.metrics))
-        for ax, metric in zip(axes, c.metrics, strict=True):
-            for k, variant in enumerate(c.variants):
-                curve = (
-                    c.run_means[c.run_means["variant"] == variant]
-                    .groupby("gain_db")[metric]
-                    .agg(["mean", "std", "count"])
-                    .sort_index()
-                )
-                ax.plot(curve.index, curve["mean"], marker="o", color=f"C{k}", label=variant)
-                half = _t_half_width(curve["std"].to_numpy(), curve["count"].to_numpy())
-                if np.isfinite(half).any():
-                    ax.fill_between(curve.index, curve["mean"] - half, curve["mean"] + half,
-                                    color=f"C{k}", alpha=0.2)  # fmt: skip
-            ax.set_xticks(c.gains)
-            ax.set_xlabel("input gain (dB)")
-            ax.set_title(metric.upper())
-        axes[0].legend(fontsize=7)
-        fig.suptitle("robustness: mean over seeds vs input gain (band: 95 % interval over seeds)")
-        save(fig, "robustness.png")
+        paths.append(_robustness_figure(plt, c, out_dir))
     return paths
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _per_file_figures(plt, c: Comparison, variant: str, gain: float, out_dir: Path) -> list[Path]:
+    """B - A per file (files sorted by A's score) and its distribution, one panel a metric."""
+    from matplotlib.ticker import MaxNLocator
+
+    table = _condition(c.relative_diff, variant, gain)
+    summary = _condition(c.summary, variant, gain).set_index("metric")
+    where = f"{variant} vs {c.baseline}" + (f" at {gain:+g} dB input gain" if gain else "")
+    fig, axes = _panels(plt, len(c.metrics))
+    for ax, metric in zip(axes, c.metrics, strict=True):
+        rows = table[table["metric"] == metric].sort_values(["a", "file"])
+        rank = np.arange(1, len(rows) + 1)
+        ax.scatter(rank, rows["diff"], s=8, alpha=0.7, label="file")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        row = summary.loc[metric]
+        ax.axhline(row["mean_diff"], color="tab:red", linestyle="--", linewidth=1,
+                   label="B - A of variant means")  # fmt: skip
+        if np.isfinite(row["ci95_low"]):
+            ax.axhspan(row["ci95_low"], row["ci95_high"], color="tab:red", alpha=0.15,
+                       label="95 % interval (seeds)")  # fmt: skip
+        if len(rows) <= 30:
+            ax.set_xticks(rank, [Path(f).stem for f in rows["file"]], rotation=90,
+                          fontsize=6)  # fmt: skip
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("file, sorted by A's score" + ("" if len(rows) <= 30 else " (rank)"))
+        ax.set_ylabel(f"B - A ({metric})")
+        ax.set_title(metric.upper())
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{where}: B - A per file (files listed in per_file.csv)")
+    paths = [_save(plt, fig, out_dir / f"per_file_diff{_suffix(c, variant, gain)}.png")]
+
+    fig, axes = _panels(plt, len(c.metrics))
+    for ax, metric in zip(axes, c.metrics, strict=True):
+        diff = table.loc[table["metric"] == metric, "diff"].to_numpy()
+        if diff.size:
+            ax.hist(diff, bins=min(40, max(5, diff.size // 3)), color="tab:blue")
+            ax.axvline(diff.mean(), color="tab:red", linestyle="--", linewidth=1)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(f"B - A ({metric})")
+        ax.set_ylabel("files")
+        ax.set_title(metric.upper())
+    fig.suptitle(f"{where}: distribution of B - A over files (red: mean)")
+    paths.append(
+        _save(plt, fig, out_dir / f"per_file_diff_distribution{_suffix(c, variant, gain)}.png")
+    )
+    return paths
+
+
+def _seed_means_figure(plt, c: Comparison, gain: float, out_dir: Path) -> Path:
+    """Per-seed means of every variant with B's mean and the seed-aware interval of B - A."""
+    fig, axes = _panels(plt, len(c.metrics))
+    means = c.run_means[c.run_means["gain_db"] == gain]
+    for ax, metric in zip(axes, c.metrics, strict=True):
+        a_mean = means.loc[means["variant"] == c.baseline, metric].mean()
+        ax.axhline(a_mean, color="grey", linestyle=":", linewidth=1)
+        for x, variant in enumerate(c.variants):
+            runs = means[means["variant"] == variant]
+            ax.scatter(np.full(len(runs), x), runs[metric], s=20, color=f"C{x}")
+            for seed, value in zip(runs["seed"], runs[metric], strict=True):
+                if pd.notna(seed):
+                    ax.annotate(f"{int(seed)}", (x, value), xytext=(4, 0), fontsize=7,
+                                textcoords="offset points", va="center")  # fmt: skip
+            if variant == c.baseline:
+                continue
+            row = _condition(c.summary, variant, gain).set_index("metric").loc[metric]
+            if np.isfinite(row["ci95_low"]):
+                low, high = a_mean + row["ci95_low"], a_mean + row["ci95_high"]
+                ax.errorbar(x + 0.25, row["b_mean"], fmt="o", color="black", capsize=4,
+                            yerr=[[row["b_mean"] - low], [high - row["b_mean"]]])  # fmt: skip
+        ax.set_xticks(range(len(c.variants)), c.variants, fontsize=7)
+        ax.set_xlim(-0.5, len(c.variants) - 0.3)
+        ax.set_title(metric.upper())
+    fig.suptitle(
+        "per-seed means over files (numbers: seed); black: B's mean with the 95 % interval "
+        "of B - A placed on A's mean (dotted)" + (f", input gain {gain:+g} dB" if gain else "")
+    )
+    return _save(plt, fig, out_dir / f"seed_means{gain_suffix(gain)}.png")
+
+
+def _robustness_figure(plt, c: Comparison, out_dir: Path) -> Path:
+    """Mean over seeds vs input gain, with the 95 % interval over seeds."""
+    fig, axes = _panels(plt, len(c.metrics))
+    for ax, metric in zip(axes, c.metrics, strict=True):
+        for k, variant in enumerate(c.variants):
+            curve = (
+                c.run_means[c.run_means["variant"] == variant]
+                .groupby("gain_db")[metric]
+                .agg(["mean", "std", "count"])
+                .sort_index()
+            )
+            ax.plot(curve.index, curve["mean"], marker="o", color=f"C{k}", label=variant)
+            half = _t_half_width(curve["std"].to_numpy(), curve["count"].to_numpy())
+            if np.isfinite(half).any():
+                ax.fill_between(curve.index, curve["mean"] - half, curve["mean"] + half,
+                                color=f"C{k}", alpha=0.2)  # fmt: skip
+        ax.set_xticks(c.gains)
+        ax.set_xlabel("input gain (dB)")
+        ax.set_title(metric.upper())
+    axes[0].legend(fontsize=7)
+    fig.suptitle("robustness: mean over seeds vs input gain (band: 95 % interval over seeds)")
+    return _save(plt, fig, out_dir / "robustness.png")
 
 
 def _t_half_width(std: np.ndarray, count: np.ndarray) -> np.ndarray:

@@ -21,8 +21,6 @@ from dfablate.comparison.loading import describe_identity
 from dfablate.comparison.results import DB_METRICS, Comparison, RunMetrics
 from dfablate.errors import UserError
 
-# ---------------------------------------------------------------- statistics
-
 
 def relative_difference_pct(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """100 * (b - a) / |a|; 0 where both are 0, NaN where only a is 0 (undefined)."""
@@ -68,7 +66,7 @@ def seed_spread_status(test: seed_stats.SeedTest) -> str:
     return "known"
 
 
-# ---------------------------------------------------------------- comparison
+# ---------------------------------------------------------------- B - A per condition
 
 
 def compare_runs(
