@@ -13,7 +13,8 @@ examples:
 
 Runs `dfablate train -m` over the experiment's norm x seed sweep, evaluates each run on the test
 split and compares them (baseline: the first norm). Run it again to resume: finished stages are
-skipped. Arguments are training overrides, except ablate.<key>=<value> (configs/ablate.yaml).
+skipped. Arguments are training overrides, except ablate.<key>=<value> (configs/ablate.yaml);
+`--config-dir DIR` adds a folder of your own configs (experiment/, norm/, ...).
 """
 
 

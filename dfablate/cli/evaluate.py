@@ -17,7 +17,7 @@ Writes <run dir or upstream folder>/eval/<dataset>/metrics.csv
 (file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) and summary.json; an interrupted evaluation
 resumes with the files still missing. input_gain_db=G scales the noisy input and the clean
 reference by 10^(G/20) (results in eval/<dataset>@<G>dB). Arguments are Hydra overrides of
-configs/evaluate.yaml.
+configs/evaluate.yaml (`--config-dir DIR` adds a folder of your own data configs).
 """
 
 

@@ -11,9 +11,12 @@ examples:
   dfablate train -m norm=original,fixed seed=0,1 trainer=gpu   # a sweep: four runs
   dfablate train norm=fixed trainer=gpu resume=true            # continue a killed run
   dfablate train --cfg job data=mini                           # print the composed config
+  dfablate train --config-dir ~/my-configs norm=my_norm        # configs of your own (norm/,
+                                                               # model/, experiment/, ...)
 
 Arguments after `train` are Hydra overrides (groups: norm, model, data, trainer, logger,
-callbacks, experiment, hydra/launcher). Runs go to outputs/<name>/<norm>-seed<seed>/.
+callbacks, experiment, optim, hydra/launcher); `--config-dir DIR` adds a folder of your own
+config files to the shipped ones. Runs go to outputs/<name>/<norm>-seed<seed>/.
 """
 
 
