@@ -93,10 +93,8 @@ class Plan:
     jobs: list[Job]
     train_overrides: list[str]
     test_set: object  # dfablate.evaluation.TestSet every run is evaluated on
-    settings: object
-    num_threads: (
-        int | None
-    )  # the training config's torch threads, used for inference too  # configs/ablate.yaml merged with the experiment's `ablate:` section
+    settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
+    num_threads: int | None  # the training config's torch threads, used for inference too
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
