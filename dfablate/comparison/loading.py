@@ -319,7 +319,9 @@ def _variant_names(representatives: list[RunMetrics]) -> list[str]:
     return _unique(names)
 
 
-NOT_NAMING_GROUPS = ("norm", "experiment", "logger", "callbacks")
+# optim: a group since issue 12 (runs before it have no such choice); a different optimiser
+# setting still names a variant through its differing key (lr=...).
+NOT_NAMING_GROUPS = ("norm", "experiment", "logger", "callbacks", "optim")
 
 
 def _group_choices(run: RunMetrics) -> dict[str, str]:
