@@ -8,7 +8,7 @@ Each stage is skipped when its outputs exist, so running the command again resum
 - evaluate: `dfablate.evaluation` on each trained run at every input gain of
   `ablate.evaluate.input_gains_db`, unless a complete evaluation of the same checkpoint on the
   same test set at that gain exists.
-- compare: `dfablate.compare` over all evaluated runs at every input gain they were all
+- compare: `dfablate.comparison` over all evaluated runs at every input gain they were all
   evaluated at (baseline: the first norm of the sweep), unless `compare/inputs.json` shows the
   same inputs.
 A failed job does not stop the others; the comparison runs on what exists and lists what is
@@ -17,7 +17,8 @@ missing, and the command exits with status 1.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import io
 import itertools
 import json
 import subprocess
@@ -28,10 +29,12 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from dfablate.errors import UserError
+from dfablate.runs import file_sha1, run_checkpoint
 
 STATUS_FILE = "train_status.json"
 SWEEP_KEYS = ("norm", "seed")
 ABLATE_PREFIX = "ablate."
+MAX_ERROR_CHARS = 300  # a failed job's error as train_status.json keeps it
 
 
 class TrainStatusCallback(Callback):
@@ -43,9 +46,16 @@ class TrainStatusCallback(Callback):
         run_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
         status = {"status": job_return.status.name}
         if job_return.status != JobStatus.COMPLETED:
-            error = job_return._return_value
+            try:  # the public accessor re-raises a failed job's exception (and says so on stderr)
+                with contextlib.redirect_stderr(io.StringIO()):
+                    _ = job_return.return_value
+                error: BaseException = RuntimeError("job failed without an exception")
+            except Exception as raised:
+                error = raised
             message = " ".join(f"{type(error).__name__}: {error}".split())
-            status["error"] = message if len(message) <= 300 else message[:299] + "…"
+            status["error"] = (
+                message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 1] + "…"
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / STATUS_FILE).write_text(json.dumps(status) + "\n")
 
@@ -65,11 +75,7 @@ class Job:
 
     @property
     def checkpoint(self) -> Path | None:
-        for name in ("best", "last"):
-            path = self.run_dir / "checkpoints" / f"{name}.ckpt"
-            if path.is_file():
-                return path
-        return None
+        return run_checkpoint(self.run_dir)
 
     def trained(self) -> bool:
         status_path = self.run_dir / STATUS_FILE
@@ -87,10 +93,8 @@ class Plan:
     jobs: list[Job]
     train_overrides: list[str]
     test_set: object  # dfablate.evaluation.TestSet every run is evaluated on
-    settings: object
-    num_threads: (
-        int | None
-    )  # the training config's torch threads, used for inference too  # configs/ablate.yaml merged with the experiment's `ablate:` section
+    settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
+    num_threads: int | None  # the training config's torch threads, used for inference too
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -137,8 +141,8 @@ def plan(overrides: list[str]) -> Plan:
     """Compose the training config of the experiment and list its variant x seed jobs."""
     from omegaconf import OmegaConf
 
-    from dfablate.evaluation import compose_config, load_test_set
-    from dfablate.train import config_dir
+    from dfablate.config import compose_config, config_file
+    from dfablate.evaluation import load_test_set
 
     ablate_overrides, train_overrides, sweeps = _split_overrides(overrides)
     if not any(o.split("=", 1)[0] == "experiment" for o in train_overrides):
@@ -149,7 +153,7 @@ def plan(overrides: list[str]) -> Plan:
         raise UserError(
             f"the experiment sweeps {', '.join(sorted(extra))}: ablate sweeps only norm and seed"
         )
-    settings = OmegaConf.load(config_dir() / "ablate.yaml")
+    settings = OmegaConf.load(config_file("ablate.yaml"))
     if cfg.get("ablate") is not None:
         settings = OmegaConf.merge(settings, cfg.ablate)
     if ablate_overrides:
@@ -214,7 +218,7 @@ def train_missing(plan: Plan, console) -> None:
         batches = [([n], [j.seed for j in missing if j.norm == n]) for n in norms]
     for batch_norms, batch_seeds in batches:
         command = [
-            sys.executable, "-m", "dfablate.cli", "train", "-m", *plan.train_overrides,
+            sys.executable, "-m", "dfablate", "train", "-m", *plan.train_overrides,
             f"norm={','.join(batch_norms)}", f"seed={','.join(str(s) for s in batch_seeds)}",
             "resume=true",
             f"+hydra.callbacks.ablate_status._target_={__name__}.TrainStatusCallback",
@@ -283,7 +287,7 @@ def evaluate_trained(plan: Plan, console) -> None:
 
 def compare_evaluated(plan: Plan, console):
     """Compare the evaluated runs (baseline: the first norm); None when fewer than 2 variants."""
-    from dfablate.compare import (
+    from dfablate.comparison import (
         compare_runs,
         load_runs,
         log_comparison_to_wandb,
@@ -305,7 +309,11 @@ def compare_evaluated(plan: Plan, console):
     comparison = compare_runs(runs, left_out_gains)
     comparison.missing_runs = missing
     csvs = [run.csv_path for run in runs]
-    inputs = {"runs": [str(p) for p in csvs], "sha1": [_sha1(p) for p in csvs], "missing": missing}
+    inputs = {
+        "runs": [str(p) for p in csvs],
+        "sha1": [file_sha1(p) for p in csvs],
+        "missing": missing,
+    }
     inputs_path = out_dir / "inputs.json"
     report = out_dir / "report.md"
     if report.is_file() and inputs_path.is_file():
@@ -321,10 +329,6 @@ def compare_evaluated(plan: Plan, console):
     inputs_path.write_text(json.dumps(inputs, indent=1) + "\n")
     print_summary(comparison, paths["report"], console)
     return comparison
-
-
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def run_ablation(overrides: list[str]) -> int:

@@ -5,12 +5,15 @@ ERB features + `erb_norm`, complex features + `unit_norm`) on batches, on any de
 `synthesis` is libDF's inverse STFT. The exponential moving averages that the normalisations need
 are computed as a chunked linear scan (`ema`), not with a per-frame Python loop.
 
-A normalisation variant is one function registered with `@register_norm("name")` plus one
-config file `configs/norm/<name>.yaml`.
+A built-in normalisation variant is one function registered with `@register_norm("name")` plus
+one config file `dfablate/configs/norm/<name>.yaml`. A norm from outside the package is one YAML
+in a user config folder that names an importable function (`function: mylab.norms.fast_norm`);
+`register_norm_function` registers it when a run is configured or a checkpoint is loaded.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -21,8 +24,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfablate.errors import UserError
+from dfablate.models.params import DF_PARAMS
 
-DEFAULT_SAMPLE_RATE = 48000
+# The parameters that define DfFeatures (besides the norm), with deepfilternet's defaults and
+# the types its INI config gives them (`DF_PARAMS`, the one table): checkpoints store these
+# (dfablate.training.model_identity).
+_FEATURE_NAMES = ("sr", "fft_size", "hop_size", "nb_erb", "nb_df", "min_nb_erb_freqs", "norm_tau")
+FEATURE_PARAMS: dict[str, Callable[[str], int | float]] = {
+    name: cast for name, _, cast in DF_PARAMS if name in _FEATURE_NAMES
+}
+FEATURE_DEFAULTS: dict[str, int | float] = {
+    name: cast(default) for name, default, cast in DF_PARAMS if name in _FEATURE_NAMES
+}
+DEFAULT_SAMPLE_RATE = int(FEATURE_DEFAULTS["sr"])
 
 NormFn = Callable[[Tensor, Tensor, float], Tensor]
 NORMALIZATIONS: dict[str, NormFn] = {}
@@ -54,6 +68,27 @@ def register_norm(name: str) -> Callable[[NormFn], NormFn]:
         return fn
 
     return decorator
+
+
+def register_norm_function(name: str, function: str) -> NormFn:
+    """Import `function` ("package.module.attribute") and register it as the norm `name`; a
+    built-in name cannot be taken by another function."""
+    module_name, _, attribute = function.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module_name), attribute) if module_name else None
+    except ImportError as exc:
+        raise UserError(f"norm {name!r}: cannot import {function} ({exc})") from None
+    except AttributeError:
+        fn = None
+    if not callable(fn):
+        raise UserError(f"norm {name!r}: {function} is not an importable function")
+    if NORMALIZATIONS.get(name, fn) is not fn:
+        taken = NORMALIZATIONS[name]
+        raise UserError(
+            f"norm {name!r}: the name is taken by {taken.__module__}.{taken.__qualname__}"
+        )
+    NORMALIZATIONS[name] = fn
+    return fn
 
 
 def get_norm(name: str) -> NormFn:
@@ -225,12 +260,12 @@ class DfFeatures(nn.Module):
         self,
         norm: str = "original",
         sr: int = DEFAULT_SAMPLE_RATE,
-        fft_size: int = 960,
-        hop_size: int = 480,
-        nb_erb: int = 32,
-        nb_df: int = 96,
-        min_nb_erb_freqs: int = 2,
-        norm_tau: float = 1.0,
+        fft_size: int = int(FEATURE_DEFAULTS["fft_size"]),
+        hop_size: int = int(FEATURE_DEFAULTS["hop_size"]),
+        nb_erb: int = int(FEATURE_DEFAULTS["nb_erb"]),
+        nb_df: int = int(FEATURE_DEFAULTS["nb_df"]),
+        min_nb_erb_freqs: int = int(FEATURE_DEFAULTS["min_nb_erb_freqs"]),
+        norm_tau: float = float(FEATURE_DEFAULTS["norm_tau"]),
     ) -> None:
         super().__init__()
         self.norm_fn = get_norm(norm)
@@ -258,16 +293,7 @@ class DfFeatures(nn.Module):
     @property
     def params(self) -> dict[str, int | float | str]:
         """The values that define these features (stored in checkpoints)."""
-        return {
-            "norm": self.norm,
-            "sr": self.sr,
-            "fft_size": self.fft_size,
-            "hop_size": self.hop_size,
-            "nb_erb": self.nb_erb,
-            "nb_df": self.nb_df,
-            "min_nb_erb_freqs": self.min_nb_erb_freqs,
-            "norm_tau": self.norm_tau,
-        }
+        return {"norm": self.norm, **{name: getattr(self, name) for name in FEATURE_PARAMS}}
 
     def analysis(self, wave: Tensor) -> Tensor:
         """libDF's STFT: [B, T] -> complex [B, T // hop, F] (contiguous)."""

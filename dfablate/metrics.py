@@ -43,6 +43,14 @@ _FRAME_LEN = round(0.03 * METRIC_RATE)
 _HOP = int(np.floor((1 - 0.75) * 0.03 * METRIC_RATE))
 _HANN = 0.5 * (1 - np.cos(2 * np.pi * np.arange(1, _FRAME_LEN + 1) / (_FRAME_LEN + 1)))
 _LPC_ORDER = 16
+# Composite measures: the regression coefficients of Hu & Loizou, "Evaluation of objective
+# quality measures for speech enhancement", IEEE TASLP 16(1), 2008, as in the reference
+# implementation `df.sepm.composite`; fed wide-band PESQ at 16 kHz (the common convention).
+_CSIG = {"const": 3.093, "llr": -1.029, "pesq": 0.603, "wss": -0.009}
+_CBAK = {"const": 1.634, "pesq": 0.478, "wss": -0.007, "ssnr": 0.063}
+_COVL = {"const": 1.594, "pesq": 0.805, "llr": -0.512, "wss": -0.007}
+# df.sepm's rule for a frame whose LPC distortion ratio is not positive (its LLR is log 1000)
+_LLR_NONPOSITIVE_RATIO = 1000.0
 _KEEP_FRACTION = 0.95  # LLR and WSS average the best 95 % of frames
 _WSS_FFT = int(2 ** np.ceil(np.log2(2 * _FRAME_LEN)))
 _WSS_KMAX, _WSS_KLOCMAX = 20.0, 1.0
@@ -110,9 +118,10 @@ def composite(clean16: np.ndarray, enhanced16: np.ndarray, pesq_wb: float) -> di
     llr_mean = _llr_of_autocorrelations(clean_r, enhanced_r)
     ssnr = float(np.mean(snr))
     wss_mean = wss(clean16, enhanced16)
-    csig = 3.093 - 1.029 * llr_mean + 0.603 * pesq_wb - 0.009 * wss_mean
-    cbak = 1.634 + 0.478 * pesq_wb - 0.007 * wss_mean + 0.063 * ssnr
-    covl = 1.594 + 0.805 * pesq_wb - 0.512 * llr_mean - 0.007 * wss_mean
+    c, b, o = _CSIG, _CBAK, _COVL
+    csig = c["const"] + c["llr"] * llr_mean + c["pesq"] * pesq_wb + c["wss"] * wss_mean
+    cbak = b["const"] + b["pesq"] * pesq_wb + b["wss"] * wss_mean + b["ssnr"] * ssnr
+    covl = o["const"] + o["pesq"] * pesq_wb + o["llr"] * llr_mean + o["wss"] * wss_mean
     return {
         "csig": float(np.clip(csig, 1, 5)),
         "cbak": float(np.clip(cbak, 1, 5)),
@@ -172,7 +181,7 @@ def _llr_of_autocorrelations(clean_r: np.ndarray, enhanced_r: np.ndarray) -> flo
     numerator = _toeplitz_quadratic(enhanced_a, clean_r)
     denominator = _toeplitz_quadratic(clean_a, clean_r) + _EPS
     ratio = numerator / denominator
-    ratio[ratio <= 0] = 1000
+    ratio[ratio <= 0] = _LLR_NONPOSITIVE_RATIO
     return _mean_of_best(np.log(ratio))
 
 
@@ -348,10 +357,20 @@ def _remove_silent_frames(
     enhanced_frames = sliding_window_view(enhanced, frame_len)[starts] * window
     energy = 20 * np.log10(np.linalg.norm(clean_frames, axis=1) + stoi_utils.EPS)
     keep = (np.max(energy) - pystoi_module.DYN_RANGE - energy) < 0
-    return (
-        stoi_utils._overlap_and_add(clean_frames[keep], hop),
-        stoi_utils._overlap_and_add(enhanced_frames[keep], hop),
-    )
+    return _overlap_and_add(clean_frames[keep], hop), _overlap_and_add(enhanced_frames[keep], hop)
+
+
+def _overlap_and_add(frames: np.ndarray, hop: int) -> np.ndarray:
+    """Frames [N, L] overlapped every `hop` samples and summed, as pystoi's private helper does:
+    each output sample adds its frames' parts in frame order (the same float sums)."""
+    count, frame_len = frames.shape
+    segments = -(-frame_len // hop)
+    padded = np.pad(frames, ((0, 0), (0, segments * hop - frame_len)))
+    out = np.zeros((count + segments - 1) * hop, dtype=frames.dtype)
+    for segment in range(segments):
+        part = padded[:, segment * hop : (segment + 1) * hop].reshape(-1)
+        out[segment * hop : segment * hop + count * hop] += part
+    return out[: (count - 1) * hop + frame_len]
 
 
 def _stoi_stft(x: np.ndarray, frame_len: int) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Score many clean/enhanced file pairs into one metrics CSV: in parallel, resumable, robust.
 
-Used by `dfablate score` and by the evaluation stage. Each pair becomes one row
+The one implementation of the per-file metrics CSV (`MetricsCsv`), of the scoring process pool
+(`scoring_pool`) and of turning a failure into a row (`failure_text`): `dfablate score` uses them
+here, and the evaluation stage (`dfablate evaluate`, `ablate`) for its enhanced and noisy rows. Each pair becomes one row
 `file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error`. Rows are appended as they finish, so an
 interrupted run resumes where it stopped; at the end the rows are sorted by file name and floats
 are written in their shortest exact form, so a resumed run's CSV equals an uninterrupted one's.
@@ -18,12 +20,13 @@ import os
 import signal
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,21 +43,13 @@ COLUMNS = ("file", *METRICS, "error")
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 Pair = tuple[str, "Path | None", "Path | None"]  # (name, clean, enhanced); None: file missing
-Row = tuple[str, ...]  # one CSV row, as written
+Row = dict[str, Any]  # {"file": name, <metric>: float (NaN: not scored), "error": "" or why}
 
 log = logging.getLogger(__name__)
 
 
 class PairError(UserError):
     """A pair of files that cannot be scored together (missing side, channels, rates)."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def pair_files(clean: str | Path, enhanced: str | Path) -> list[Pair]:
@@ -129,21 +124,28 @@ def _format_float(value: float) -> str:
     return "nan" if math.isnan(value) else repr(float(value))
 
 
+def failure_text(exc: BaseException) -> tuple[str, str | None]:
+    """The one-line `error` of a pair that could not be scored and, for an unexpected failure (a
+    bug, an exotic file: it must not stop the other pairs), its traceback for -v."""
+    if isinstance(exc, UserError | MetricError):
+        return " ".join(str(exc).split()), None
+    return " ".join(f"unexpected {type(exc).__name__}: {exc}".split()), traceback.format_exc()
+
+
+def failed_row(name: str, error: str) -> Row:
+    """The row of a pair that could not be scored: NaN metrics and the reason."""
+    return {"file": name, **dict.fromkeys(METRICS, math.nan), "error": error}
+
+
 def score_row(pair: Pair) -> tuple[Row, str | None]:
     """The CSV row of one pair and, for an unexpected failure, its traceback (for -v)."""
     name, clean, enhanced = pair
-    details = None
     try:
         scores = score_files(clean, enhanced)
-        error = ""
-    except (UserError, MetricError) as exc:
-        scores, error = {}, str(exc)
-    except Exception as exc:  # a bug or an exotic file must not stop the other pairs
-        scores, error = {}, f"unexpected {type(exc).__name__}: {exc}"
-        details = traceback.format_exc()
-    error = " ".join(error.split())  # one line
-    values = [_format_float(scores.get(metric, math.nan)) for metric in METRICS]
-    return (name, *values, error), details
+    except Exception as exc:
+        error, details = failure_text(exc)
+        return failed_row(name, error), details
+    return {"file": name, **{m: float(scores[m]) for m in METRICS}, "error": ""}, None
 
 
 def _init_worker(parent_alive: Connection) -> None:
@@ -161,28 +163,31 @@ def _exit_on_eof(connection: Connection) -> None:
     os._exit(1)
 
 
-def _score_in_processes(
-    pairs: Sequence[Pair], jobs: int, on_row: Callable[[Row, str | None], None]
-) -> None:
-    context = multiprocessing.get_context("forkserver")  # no fork of a threaded parent
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def scoring_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
+    """`jobs` scoring processes that leave Ctrl-C to this process and exit when it dies.
+
+    Forkserver, not fork (no fork of a threaded parent) nor spawn (workers start from a
+    preloaded server). On an exception in the `with` body the queued work is cancelled and the
+    pool is not waited for; the caller keeps what had finished.
+    """
+    context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dfablate.scoring"])
     parent_alive, alive_writer = context.Pipe(duplex=False)  # closes when this process dies
     pool = ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(parent_alive,)
     )
-    futures = {pool.submit(score_row, pair): pair for pair in pairs}
     try:
-        for future in as_completed(futures):
-            try:
-                row, details = future.result()
-            except BrokenProcessPool:
-                name = futures[future][0]
-                row = (name, *(["nan"] * len(METRICS)), "scoring process crashed; rerun to retry")
-                details = None
-            on_row(row, details)
+        yield pool
     except BaseException:
-        for future in futures:  # the pool's own cancel_futures is lost if it is collected first
-            future.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
@@ -191,24 +196,94 @@ def _score_in_processes(
     alive_writer.close()
 
 
-def _write_rows(path: Path, rows: Iterable[Row]) -> None:
-    """Write header + rows atomically (a crash leaves the old file or the new one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+def _score_in_processes(
+    pairs: Sequence[Pair], jobs: int, on_row: Callable[[Row, str | None], None]
+) -> None:
+    with scoring_pool(jobs) as pool:
+        futures = {pool.submit(score_row, pair): pair for pair in pairs}
+        try:
+            for future in as_completed(futures):
+                try:
+                    row, details = future.result()
+                except BrokenProcessPool:
+                    row = failed_row(futures[future][0], "scoring process crashed; rerun to retry")
+                    details = None
+                on_row(row, details)
+        except BaseException:
+            for future in futures:  # the pool's own cancel_futures is lost if it is collected first
+                future.cancel()
+            raise
 
 
-def _is_finished(fields: list[str]) -> bool:
+def _parse_finished(fields: list[str]) -> Row | None:
+    """The row of a CSV line scored without error; None for a line cut short by an
+    interruption or a failure to retry."""
     if len(fields) != len(COLUMNS) or fields[-1]:
-        return False  # cut short by an interruption, or an error to retry
+        return None
     try:
-        [float(value) for value in fields[1:-1]]
+        values = [float(value) if value else math.nan for value in fields[1:-1]]
     except ValueError:
-        return False
-    return True
+        return None
+    return {"file": fields[0], **dict(zip(METRICS, values, strict=True)), "error": ""}
+
+
+class MetricsCsv:
+    """A per-file metrics CSV (`COLUMNS`) that grows one complete line at a time, survives
+    interruption and is rewritten atomically in its final order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def finished(self, keep: Callable[[str], bool] = lambda name: True) -> dict[str, Row]:
+        """Rows scored without error whose file `keep` accepts; partial lines and failures
+        (scored again: the file may have been fixed since) are left out."""
+        if not self.path.exists():
+            return {}
+        with self.path.open(newline="") as handle:
+            reader = csv.reader(handle)
+            try:
+                header = next(reader, None)
+                lines = list(reader)
+            except (UnicodeDecodeError, csv.Error):  # a binary file
+                header, lines = ["(not text)"], []
+        if header is None:
+            return {}
+        if tuple(header) != COLUMNS:
+            raise UserError(
+                f"{self.path} exists but is not a metrics CSV (expected columns "
+                f"{','.join(COLUMNS)}); remove it or choose another output file"
+            )
+        rows = {}
+        for fields in lines:
+            row = _parse_finished(fields) if fields and keep(fields[0]) else None
+            if row is not None:
+                rows[row["file"]] = row
+        return rows
+
+    def append(self, row: Row) -> None:
+        """Add one row as one complete, flushed line (the header first in a new file)."""
+        new = not self.path.is_file() or self.path.stat().st_size == 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(COLUMNS)
+            writer.writerow(_as_fields(row))
+
+    def rewrite(self, rows: Iterable[Row]) -> None:
+        """Header + `rows` in the given order, atomically (a crash leaves the old file or the
+        new one)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            writer.writerows(_as_fields(row) for row in rows)
+        os.replace(tmp, self.path)
+
+
+def _as_fields(row: Row) -> tuple[str, ...]:
+    return (row["file"], *(_format_float(row[m]) for m in METRICS), row["error"])
 
 
 def _modified_after(pair: Pair, time_ns: int) -> bool:
@@ -222,29 +297,13 @@ def load_finished_rows(out_csv: Path, pairs: Sequence[Pair]) -> dict[str, Row]:
         return {}
     written_ns = out_csv.stat().st_mtime_ns
     by_name = {pair[0]: pair for pair in pairs}
-    with out_csv.open(newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader, None)
-        except (UnicodeDecodeError, csv.Error):  # a binary file
-            header = ["(not text)"]
-        if header is None:
-            return {}
-        if tuple(header) != COLUMNS:
-            raise UserError(
-                f"{out_csv} exists but is not a metrics CSV (expected columns "
-                f"{','.join(COLUMNS)}); remove it or choose another output file"
-            )
-        finished = {}
-        for fields in reader:
-            pair = by_name.get(fields[0]) if fields else None
-            if pair is not None and _is_finished(fields) and not _modified_after(pair, written_ns):
-                finished[fields[0]] = tuple(fields)
-    return finished
+    return MetricsCsv(out_csv).finished(
+        lambda name: name in by_name and not _modified_after(by_name[name], written_ns)
+    )
 
 
 def rows_to_frame(rows: Iterable[Row]) -> pd.DataFrame:
-    """CSV rows as a DataFrame: metrics as floats, `error` "" where the pair was scored."""
+    """Rows as a DataFrame: metrics as floats, `error` "" where the pair was scored."""
     import pandas as pd
 
     frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
@@ -268,32 +327,35 @@ def score_pairs_to_csv(
     try:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         rows = load_finished_rows(out_csv, pairs)
-        _write_rows(out_csv, rows.values())  # drops partial lines, errors and stale rows
-        _score_missing(pairs, rows, out_csv, jobs, progress)
+        results = MetricsCsv(out_csv)
+        results.rewrite(rows.values())  # drops partial lines, errors and stale rows
+        _score_missing(pairs, rows, results, jobs, progress)
         ordered = [rows[name] for name in sorted(rows)]
-        _write_rows(out_csv, ordered)
+        results.rewrite(ordered)
     except OSError as exc:  # unwritable folder, disk full, ...
         raise UserError(f"{out_csv}: cannot write the metrics CSV ({exc})") from exc
     return rows_to_frame(ordered)
 
 
 def _score_missing(
-    pairs: Sequence[Pair], rows: dict[str, Row], out_csv: Path, jobs: int | None, progress: bool
+    pairs: Sequence[Pair],
+    rows: dict[str, Row],
+    results: MetricsCsv,
+    jobs: int | None,
+    progress: bool,
 ) -> None:
-    """Score the pairs that have no row yet, appending each row to `out_csv` and to `rows`."""
+    """Score the pairs that have no row yet, appending each row to `results` and to `rows`."""
     todo = [pair for pair in pairs if pair[0] not in rows]
     jobs = max(1, min(jobs or available_cores(), len(todo)))
-    with out_csv.open("a", newline="") as handle, progress_bar(progress) as bar:
-        writer = csv.writer(handle)
-        resumed = f" (resuming: {len(rows)} already in {out_csv.name})" if rows else ""
+    with progress_bar(progress) as bar:
+        resumed = f" (resuming: {len(rows)} already in {results.path.name})" if rows else ""
         task = bar.add_task(f"scoring{resumed}", total=len(pairs), completed=len(rows))
 
         def on_row(row: Row, details: str | None) -> None:
-            writer.writerow(row)
-            handle.flush()
-            rows[row[0]] = row
+            results.append(row)
+            rows[row["file"]] = row
             if details:
-                log.debug("%s: %s", row[0], details)
+                log.debug("%s: %s", row["file"], details)
             bar.advance(task)
 
         if jobs == 1:

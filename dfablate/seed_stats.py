@@ -4,7 +4,7 @@ Each trained run adds its own offset to every file's score, so the unit of varia
 the tests here work on per-run means (one number per trained model), paired by seed when both
 variants have the same seeds, and give the interval, p-value, minimum detectable difference and
 the seeds needed for 80 % power. Every function broadcasts over leading axes, so thousands of
-simulated studies run in one call (`tests/test_seed_stats.py` checks calibration that way).
+simulated studies run in one call (`tests/unit/test_seed_stats.py` checks calibration that way).
 """
 
 from __future__ import annotations

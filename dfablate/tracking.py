@@ -1,22 +1,18 @@
 """Weights & Biases helpers: offline unless credentials exist, one run id per run directory,
-media (audio, spectrograms, feature-std tables), and a reader for offline run files.
+media (audio, spectrograms, feature-std tables), and a quiet terminal while a stage logs.
 
 Without network or credentials W&B writes `<run_dir>/wandb/offline-run-*/run-<id>.wandb`;
-`wandb sync <that folder>` uploads it later. `read_offline_run` parses that file (framed
-protobuf records, see the W&B LevelDB-style log format) so tests and tools can check what was
-logged without a server.
+`wandb sync <that folder>` uploads it later.
 """
 
 from __future__ import annotations
 
-import json
 import netrc
 import os
 import secrets
 import string
-import struct
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -96,6 +92,20 @@ def init_wandb(run_dir: str | Path, config: Mapping[str, Any] | None = None, **k
     return wandb.init(config=dict(config or {}), **wandb_init_kwargs(run_dir, **kwargs))
 
 
+@contextmanager
+def quiet_wandb():
+    """No W&B banner or run summary in the terminal (the stage prints its own results)."""
+    saved = os.environ.get("WANDB_SILENT")
+    os.environ["WANDB_SILENT"] = "true"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("WANDB_SILENT", None)
+        else:
+            os.environ["WANDB_SILENT"] = saved
+
+
 def spectrogram_figure(waves: Mapping[str, np.ndarray], sample_rate: int):
     """A matplotlib figure with one log-magnitude spectrogram panel per named waveform."""
     import matplotlib
@@ -147,136 +157,3 @@ def log_feature_std(run: Any, table: Any, norm: str) -> None:
 
     run.log({f"features/std_{norm}": wandb.Table(dataframe=table)})
     run.summary["features/std_mean"] = float(table[["std_real", "std_imag"]].to_numpy().mean())
-
-
-# --- reading offline run files ------------------------------------------------------------
-
-_HEADER_LEN = 7
-_BLOCK_SIZE = 32 * 1024
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-@dataclass
-class OfflineRun:
-    """What an offline `run-<id>.wandb` file holds."""
-
-    run: dict[str, Any] = field(default_factory=dict)  # id, project, group, tags, job_type
-    config: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    def series(self, key: str) -> list[tuple[int | None, Any]]:
-        """(step, value) for every history row that has `key`."""
-        return [(row.get("_step"), row[key]) for row in self.history if key in row]
-
-
-def _payloads(data: bytes) -> Iterator[bytes]:
-    """Reassemble the record payloads from the 32 KiB blocks of framed chunks."""
-    pos, pending = _HEADER_LEN, b""
-    while pos + _HEADER_LEN <= len(data):
-        left_in_block = _BLOCK_SIZE - (pos % _BLOCK_SIZE)
-        if left_in_block < _HEADER_LEN:  # block tail padding
-            pos += left_in_block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER_LEN])
-        pos += _HEADER_LEN
-        chunk = data[pos : pos + length]
-        pos += length
-        if kind == _FULL:
-            yield chunk
-        elif kind == _FIRST:
-            pending = chunk
-        elif kind == _MIDDLE:
-            pending += chunk
-        elif kind == _LAST:
-            yield pending + chunk
-            pending = b""
-        elif kind == 0 and length == 0:  # zero fill at the end of a block
-            pos += left_in_block - _HEADER_LEN
-        else:
-            raise ValueError(f"unknown W&B record chunk type {kind} at byte {pos}")
-
-
-def _put(target: dict[str, Any], item: Any, value: Any) -> None:
-    """Store `value` under the item's key; nested keys (media dicts) become nested dicts."""
-    keys = list(item.nested_key) or [item.key]
-    for key in keys[:-1]:
-        target = target.setdefault(key, {})
-    target[keys[-1]] = value
-
-
-def _history_value(item: Any) -> Any:
-    kind = item.WhichOneof("value") if hasattr(item, "WhichOneof") else None
-    if kind and kind != "value_json":
-        return getattr(item, kind) if kind != "none" else None
-    return json.loads(item.value_json) if item.value_json else None
-
-
-def offline_run_file(path: str | Path) -> Path:
-    """The newest `run-*.wandb` file in a run dir, its `wandb/` folder or a run folder."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    files = sorted(path.rglob("run-*.wandb"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise UserError(f"{path}: no offline W&B run file (run-*.wandb) found")
-    return files[-1]
-
-
-def read_offline_run(path: str | Path, wait_for_exit: float = 60.0) -> OfflineRun:
-    """Parse an offline W&B run file (or the newest one under `path`) into an OfflineRun.
-
-    `run.finish()` returns before W&B's service has necessarily flushed the file, so a file
-    without its exit record (the last one of a finished run) is read again until it has one,
-    for up to `wait_for_exit` seconds; a run still in progress is read as it is then.
-    """
-    import time
-
-    file = offline_run_file(path)
-    deadline = time.monotonic() + wait_for_exit
-    while True:
-        data = file.read_bytes()
-        if not data.startswith(b":W&B"):
-            raise UserError(f"{file}: not a W&B run file")
-        out, finished = _parse_run(data)
-        if finished or time.monotonic() >= deadline:
-            return out
-        time.sleep(0.1)
-
-
-def _parse_run(data: bytes) -> tuple[OfflineRun, bool]:
-    """The records of a run file, and whether its exit record is among them."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    out, finished = OfflineRun(), False
-    for payload in _payloads(data):
-        record = pb.Record()
-        record.ParseFromString(payload)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run = record.run
-            out.run = {
-                "id": run.run_id,
-                "project": run.project,
-                "entity": run.entity,
-                "group": run.run_group,
-                "job_type": run.job_type,
-                "name": run.display_name,
-                "tags": list(run.tags),
-            }
-            for item in run.config.update:
-                _put(out.config, item, json.loads(item.value_json))
-        elif kind == "config":
-            for item in record.config.update:
-                _put(out.config, item, json.loads(item.value_json))
-        elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                _put(row, item, _history_value(item))
-            out.history.append(row)
-        elif kind == "summary":
-            for item in record.summary.update:
-                _put(out.summary, item, json.loads(item.value_json))
-        elif kind == "exit":
-            finished = True
-    return out, finished

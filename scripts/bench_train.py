@@ -30,8 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from dfablate.train import compose_train_config
-from dfablate.training import DfnSystem
+from dfablate.training import DfnSystem, compose_train_config
 
 
 class RepeatBatch(Dataset):

@@ -86,7 +86,7 @@ EOF
             "$ROOT/tests/data/noisy_snr0.wav" --out "$run/score.csv" --jobs 1
         cat "$run/score.csv"
     )
-    local tests=(tests/test_models.py tests/test_features.py tests/test_losses.py tests/test_enhance.py)
+    local tests=(tests/unit/test_models.py tests/unit/test_features.py tests/unit/test_losses.py tests/unit/test_enhance.py)
     [ "${CHECK_PYTHONS_TESTS:-}" != all ] || tests=(-m "not slow")
     (cd "$ROOT" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs "${tests[@]}")
     echo "== Python $version: OK"

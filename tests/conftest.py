@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-DATA_DIR = Path(__file__).parent / "data"
+TESTS_DIR = Path(__file__).parent  # helper modules (upstream, wandb_offline, ...) live here
+DATA_DIR = TESTS_DIR / "data"
+ROOT = TESTS_DIR.parent
+CONFIG_DIR = ROOT / "dfablate" / "configs"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -32,6 +35,28 @@ def speech_48k() -> Path:
 @pytest.fixture(scope="session")
 def noisy_48k() -> Path:
     return DATA_DIR / "noisy_snr0.wav"
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that changes torch's thread count (training does) leaves it as it found it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """One torch thread: several times faster than two on a busy 2-core machine (GRU loops)."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def mini_root(tmp_path_factory) -> Path:
+    """The mini corpus (seed 0) in a session cache, without changing DFABLATE_CACHE."""
+    from dfablate.data.mini import ensure_mini
+
+    return ensure_mini(tmp_path_factory.getbasetemp() / "dfablate-cache", seed=0)
 
 
 @pytest.fixture(scope="session")

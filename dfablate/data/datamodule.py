@@ -21,6 +21,7 @@ from dfablate.data.mini import ensure_mini
 from dfablate.data.valentini import (
     Pair,
     check_pairs,
+    evenly_spread,
     find_pairs,
     rate_note,
     split_by_speakers,
@@ -123,14 +124,6 @@ class EpochCropSampler(DistributedSampler):
         return ((index, epoch) for index in super().__iter__())
 
 
-def _spread(pairs: list[Pair], limit: int | None) -> list[Pair]:
-    """At most `limit` pairs, evenly spaced over the sorted list (so every speaker is kept)."""
-    if limit is None or len(pairs) <= limit:
-        return pairs
-    picks = np.linspace(0, len(pairs) - 1, limit).round().astype(int)
-    return [pairs[i] for i in picks]
-
-
 class ValentiniDataModule(L.LightningDataModule):
     """Valentini-layout data: train / validation (held-out training speakers) / test.
 
@@ -192,7 +185,7 @@ class ValentiniDataModule(L.LightningDataModule):
             train, val = split_by_speakers(
                 find_pairs(self.root, "train"), self.val_speakers, where=where
             )
-            val = _spread(val, self.val_max_files)
+            val = evenly_spread(val, self.val_max_files)
             self._check(train + val, "train")
             self.train_set = PairedWaveDataset(
                 train, self.sample_rate, self.crop_samples, self.seed, self.gains_db

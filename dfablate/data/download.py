@@ -22,18 +22,10 @@ from urllib.parse import urljoin, urlparse
 from urllib.request import Request, urlopen
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from dfablate.data.valentini import OFFICIAL_PAIR_COUNTS, SPLIT_DIRS, find_pairs
 from dfablate.errors import UserError
+from dfablate.progress import progress_bar
 
 DEFAULT_BASE_URL = "https://datashare.ed.ac.uk/bitstream/handle/10283/2791/"
 SUBSETS = {"test": ("test",), "train": ("train",), "all": ("train", "test")}
@@ -94,17 +86,10 @@ def fetch(url: str, dest: Path, *, progress: bool = True) -> None:
             length = response.headers.get("Content-Length")
             total = int(length) if length else None
         got = have
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-        )
         try:
             with (
                 open(part, "ab" if have else "wb") as out,
-                Progress(*columns, console=_console(), disable=not progress) as bar,
+                progress_bar(progress, counts="bytes") as bar,
             ):
                 task = bar.add_task(dest.name, total=total, completed=have)
                 while chunk := response.read(CHUNK):
@@ -138,8 +123,7 @@ def extract_verified(zip_path: Path, root: Path, folder: str, *, progress: bool 
                 for info in archive.infolist()
                 if not info.is_dir() and not info.filename.startswith("__MACOSX/")
             ]
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-            with Progress(*columns, console=_console(), disable=not progress) as bar:
+            with progress_bar(progress) as bar:
                 for info in bar.track(members, description=f"verifying {zip_path.name}"):
                     archive.extract(info, tmp)  # reads to the end: raises on a CRC mismatch
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, ValueError) as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import soundfile as sf
 
 from dfablate.audio import AudioError, read_audio
@@ -41,6 +42,15 @@ class Pair(NamedTuple):
 def speaker_of(name: str) -> str:
     """Speaker id of a Valentini file name: the prefix before the first "_" ("p226_001" -> "p226")."""
     return name.split("_", 1)[0]
+
+
+def evenly_spread(pairs: list[Pair], limit: int | None) -> list[Pair]:
+    """At most `limit` pairs, evenly spaced over the list, first and last included (over a
+    sorted list every speaker stays represented): validation subsets, `max_files` smoke runs."""
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    picks = np.linspace(0, len(pairs) - 1, limit).round().astype(int)
+    return [pairs[i] for i in picks]
 
 
 def examples(items: Sequence[object], show: int = SHOW, sep: str = ", ") -> str:
@@ -202,13 +212,12 @@ def check_pairs(
     Header-only by default (fast: catches unreadable and empty files; formats that can hold NaN
     are read in full anyway); `full_read` decodes every sample, as `dfablate data verify` does.
     """
-    from rich.console import Console
-    from rich.progress import Progress
+    from dfablate.progress import progress_bar
 
     check = PairCheck(pairs=len(pairs))
     with (
         ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
-        Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar,
+        progress_bar(progress, transient=True) as bar,
     ):
         task = bar.add_task("checking files", total=len(pairs))
         for pair, (clean, noisy) in pool.map(lambda p: _check_pair(p, full_read), pairs):

@@ -4,7 +4,7 @@
 `model.params` of the Hydra configs); `resolved_model_params` gives every parameter with defaults
 filled in, as the strings deepfilternet's config held (a checkpoint's identity). The models are
 ports of deepfilternet 0.5.6's `DfNet`: same parameter names and shapes, same outputs (checked
-against upstream in tests/test_models.py), no libdf, no global config.
+against upstream in tests/unit/test_models.py), no libdf, no global config.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 from torch import nn
 
-from dfablate.features import erb_widths
 from dfablate.models import dfn2, dfn3
 from dfablate.models.layers import erb_filterbank
 from dfablate.models.params import ModelConfigError, resolve_params, typed_params
@@ -34,6 +33,8 @@ def build_model(arch: str = "dfn3", **params: Any) -> nn.Module:
     Lists may be given for comma-separated values (`conv_kernel=[1, 3]`). Unknown names or values
     raise ModelConfigError naming them.
     """
+    from dfablate.features import erb_widths  # features import these parameter tables
+
     p = typed_params(arch, resolve_params(arch, **params))
     widths = erb_widths(p["sr"], p["fft_size"], p["nb_erb"], p["min_nb_erb_freqs"])
     erb = erb_filterbank(widths, p["sr"])

@@ -1,0 +1,59 @@
+"""The `dfablate` command: one entry point, one subcommand module per stage.
+
+Each module in `dfablate.cli` (one per subcommand) defines `add_parser(subparsers)` and `run(args) -> int`.
+Hydra-driven stages (train, evaluate, ablate) pass their remaining arguments to Hydra as
+overrides (`--config-dir DIR` adds a user config folder). User errors (`UserError`) print as one line; `-v/--verbose` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+
+from dfablate.config import config_dir_overrides
+from dfablate.errors import Interrupted, UserError
+
+COMMANDS = ("train", "evaluate", "compare", "ablate", "score", "features", "data")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dfablate",
+        description="Train, evaluate and compare DeepFilterNet variants (normalisation ablations).",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show tracebacks and debug logs"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"dfablate.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    warnings.formatwarning = _format_warning
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        args.overrides = config_dir_overrides(extra)
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        hint = str(exc) if isinstance(exc, Interrupted) else ""
+        print(f"interrupted: {hint}" if hint else "interrupted", file=sys.stderr)
+        return 130

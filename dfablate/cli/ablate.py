@@ -1,0 +1,35 @@
+"""`dfablate ablate [experiment=...] [overrides]`: train, evaluate and compare every variant."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+examples:
+  dfablate ablate experiment=demo                         # mini corpus, tiny model, CPU (make demo)
+  dfablate ablate experiment=norm_ablation trainer=gpu    # the real study on Valentini
+  dfablate ablate experiment=norm_ablation hydra/launcher=joblib seed=0,1
+  dfablate ablate experiment=demo ablate.evaluate.jobs=8 ablate.wandb.mode=offline
+
+Runs `dfablate train -m` over the experiment's norm x seed sweep, evaluates each run on the test
+split and compares them (baseline: the first norm). Run it again to resume: finished stages are
+skipped. Arguments are training overrides, except ablate.<key>=<value> (configs/ablate.yaml);
+`--config-dir DIR` adds a folder of your own configs (experiment/, norm/, ...).
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ablate",
+        help="train, evaluate and compare every variant x seed of an experiment",
+        description="The whole ablation in one command; resumes where it stopped.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=run, accepts_overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dfablate.ablate import run_ablation
+
+    return run_ablation(args.overrides)

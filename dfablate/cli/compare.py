@@ -1,0 +1,74 @@
+"""`dfablate compare A B [more...]`: B - A per metric against seed-to-seed spread, per file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare evaluated runs against a baseline (A), seed-aware",
+        description=(
+            "Compare evaluated runs (run directories or their metrics CSVs); the first variant is "
+            "the baseline A. Runs that differ only in the seed form one variant; B - A comes "
+            "with a 95 %% interval and p-value from a t-test on per-run means (paired by seed "
+            "when both variants have the same seeds)."
+        ),
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directory or metrics CSV")
+    parser.add_argument("--out", type=Path, help="output folder (default: outputs/compare/<time>)")
+    parser.add_argument(
+        "--dataset", help="evaluation dataset name when a run has several (its @<G>dB gains too)"
+    )
+    parser.add_argument(
+        "--gain-db",
+        type=float,
+        help="compare only this input gain (default: every gain all runs were evaluated at)",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        help="variant name per run, in order (repeat for each run; same name: same variant)",
+    )
+    parser.add_argument(
+        "--unpaired-test",
+        choices=("student", "welch"),
+        default="student",
+        help="t-test when seeds cannot be paired (default student: calibrated at 2-3 seeds; "
+        "welch allows unequal spreads but is conservative at 2-3 seeds)",
+    )
+    parser.add_argument(
+        "--wandb",
+        choices=("auto", "online", "offline", "disabled"),
+        default="auto",
+        help="log tables and figures to a W&B run in the output folder (default auto: online "
+        "with credentials, else offline)",
+    )
+    parser.add_argument("--wandb-project", default="dfablate", help="W&B project")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dfablate.comparison import (
+        compare_runs,
+        default_out_dir,
+        load_runs,
+        log_comparison_to_wandb,
+        print_summary,
+        write_outputs,
+    )
+    from dfablate.paths import check_output_dir
+
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
+    runs, left_out_gains = load_runs(
+        args.runs, dataset=args.dataset, labels=args.label, gain_db=args.gain_db
+    )
+    comparison = compare_runs(runs, left_out_gains, unpaired=args.unpaired_test)
+    out_dir = args.out or default_out_dir()
+    paths = write_outputs(comparison, out_dir)
+    log_comparison_to_wandb(comparison, paths, mode=args.wandb, project=args.wandb_project)
+    print_summary(comparison, paths["report"])
+    return 0

@@ -1,1 +1,0 @@
-"""One module per `dfablate` subcommand: `add_parser(subparsers)` and a handler set as default."""

@@ -1,0 +1,78 @@
+"""A comparison's W&B run: its tables, figures and headline figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dfablate.comparison.results import Comparison, gain_suffix
+
+WANDB_SUMMARY_KEYS = (
+    "a_mean", "b_mean", "mean_diff", "ci95_low", "ci95_high", "p_value", "p_holm", "mde",
+    "seeds_needed", "rel_diff_of_means_pct", "wilcoxon_p_files",
+)  # fmt: skip
+
+
+def log_comparison_to_wandb(
+    comparison: Comparison, paths: dict[str, Path], mode: str = "auto", project: str = "dfablate"
+) -> None:
+    """One W&B run (job_type "compare") in the output folder: the summary, per-file and seed
+    tables, every figure, and the seed-aware headline of every metric in the run summary."""
+    from dfablate.tracking import quiet_wandb, wandb_mode
+
+    if wandb_mode(mode) == "disabled":
+        return
+    with quiet_wandb():
+        _log_comparison(comparison, paths, mode, project)
+
+
+def _log_comparison(comparison: Comparison, paths: dict[str, Path], mode: str, project: str):
+    import wandb
+
+    from dfablate.tracking import init_wandb
+
+    out_dir = paths["report"].parent
+    experiments = {r.experiment for r in comparison.runs}
+    group = experiments.pop() if len(experiments) == 1 and None not in experiments else "compare"
+    config = {
+        "baseline": comparison.baseline,
+        "variants": comparison.variants,
+        "identities": comparison.identities,
+        "input_gains_db": comparison.gains,
+        "runs": [
+            {
+                "label": r.label,
+                "variant": r.variant,
+                "seed": r.seed,
+                "gain_db": r.gain_db,
+                "csv": str(r.csv_path),
+            }
+            for r in comparison.runs
+        ],  # fmt: skip
+        "n_files": len(comparison.files),
+        "left_out_files": list(comparison.only_in),
+    }
+    norms = {r.identity.get("norm.name") for r in comparison.runs} - {None}
+    run = init_wandb(
+        out_dir, config, project=project, group=group, job_type="compare", mode=mode,
+        tags=[f"norm:{n}" for n in sorted(norms)],
+    )  # fmt: skip
+    try:
+        data = {
+            "compare/summary": wandb.Table(dataframe=comparison.summary),
+            "compare/per_file": wandb.Table(dataframe=comparison.per_file),
+            "compare/relative_diff": wandb.Table(dataframe=comparison.relative_diff),
+            "compare/seed_means": wandb.Table(dataframe=comparison.run_means),
+        }
+        data.update(
+            {f"compare/{p.stem}": wandb.Image(str(p)) for p in paths.values() if p.suffix == ".png"}
+        )
+        run.log(data)
+        for _, row in comparison.summary.iterrows():
+            prefix = (
+                f"compare/{row['b']}_vs_{row['a']}{gain_suffix(row['gain_db'])}/{row['metric']}"
+            )
+            for key in WANDB_SUMMARY_KEYS:
+                run.summary[f"{prefix}/{key}"] = float(row[key])
+            run.summary[f"{prefix}/seed_spread_known"] = row["seed_spread"] == "known"
+    finally:
+        run.finish()

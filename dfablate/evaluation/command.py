@@ -1,0 +1,206 @@
+"""`dfablate evaluate`: the composed `evaluate.yaml` -> checks, checkpoint, test set, evaluation
+(a trained run or checkpoint, or a released upstream model folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dfablate.errors import UserError
+from dfablate.evaluation.pipeline import (
+    Evaluation,
+    default_noisy_cache_dir,
+    evaluate_checkpoint,
+    evaluate_model,
+)
+from dfablate.evaluation.testset import check_gain_db, gain_dir_name, load_test_set
+from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
+from dfablate.metrics import METRICS
+from dfablate.runs import file_sha1, read_run_config, resolve_checkpoint
+
+_ABSENT = object()
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def check_evaluate_options(cfg, overrides: list[str]) -> None:
+    """Refuse what `evaluate` would otherwise ignore or misread: unknown keys, non-integer
+    counts, an unknown `expect_norm`, a device this machine does not have."""
+    import torch
+
+    from dfablate.config import config_file
+    from dfablate.features import get_norm
+
+    known = set(OmegaConf.load(config_file("evaluate.yaml"))) - {"defaults"} | {"data", "hydra"}
+    for override in overrides:
+        top = _override_key(override).split(".", 1)[0]
+        if top not in known:
+            hint = (
+                "; to refuse a checkpoint of another norm use expect_norm=NAME"
+                if top == "norm"
+                else ""
+            )
+            raise UserError(
+                f"{override}: evaluate has no option {top!r} (the model, norm and features come "
+                f"from the checkpoint){hint}"
+            )
+    for key in ("max_files", "jobs", "num_threads"):
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise UserError(f"{key}={value}: must be an integer")
+    if cfg.expect_norm is not None:
+        try:
+            get_norm(cfg.expect_norm)
+        except UserError as exc:
+            raise UserError(f"expect_norm={cfg.expect_norm}: {exc}") from None
+    device = str(cfg.device)
+    if device != "auto":
+        try:
+            parsed = torch.device(device)
+        except RuntimeError:
+            raise UserError(
+                f"device={device}: not a device (auto, cpu, cuda, cuda:1, ...)"
+            ) from None
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device={device}: CUDA is not available here; use device=cpu")
+        if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+            raise UserError(
+                f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+
+
+def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
+    """`dfablate evaluate`: the composed evaluate.yaml -> checkpoint, test set, evaluation.
+
+    With run=DIR and no data= override, the run is evaluated on the dataset it was trained on,
+    with any data.KEY=VALUE overrides applied to that dataset's config (e.g. data.root= for a
+    dataset that moved). W&B follows the run's logger unless wandb.mode= is given.
+    """
+    check_evaluate_options(cfg, overrides)
+    input_gain_db = check_gain_db(cfg.input_gain_db, "input_gain_db")
+    if cfg.get("upstream"):
+        return evaluate_upstream(cfg, input_gain_db)
+    ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
+    data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
+    recorded = read_run_config(run_dir)
+    train_cfg = recorded.config if recorded else {}
+    train_data_name = recorded.choices.get("data") if recorded else None
+    if not any(_override_key(o) == "data" for o in overrides):
+        if train_cfg.get("data") and train_data_name:
+            data_cfg, data_name = OmegaConf.create(train_cfg["data"]), train_data_name
+            for override in overrides:
+                key = _override_key(override)
+                if not key.startswith("data."):
+                    continue
+                if OmegaConf.select(data_cfg, key[len("data.") :], default=_ABSENT) is _ABSENT:
+                    raise UserError(
+                        f"{override}: the data this run trained on ({data_name}) has no "
+                        f"{key}; add data=NAME to evaluate on another dataset"
+                    )
+                data_cfg.merge_with_dotlist([override.lstrip("+")[len("data.") :]])
+    wandb_cfg = OmegaConf.to_container(cfg.wandb)
+    if wandb_cfg.get("mode") is None:  # follow the run: no W&B in training, none here
+        logger = train_cfg.get("logger")
+        if logger is not None and not logger.get("wandb"):
+            wandb_cfg = None
+        else:
+            wandb_cfg["mode"] = ((logger or {}).get("wandb") or {}).get("mode", "auto")
+    test_set = load_test_set(data_cfg, data_name, cfg.split, cfg.max_files)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.num_threads))
+    return evaluate_checkpoint(
+        ckpt,
+        run_dir,
+        test_set,
+        Path(cfg.out_dir) if cfg.out_dir else None,
+        expect_norm=cfg.expect_norm,
+        save_enhanced=bool(cfg.save_enhanced),
+        jobs=cfg.jobs,
+        device=cfg.device,
+        noisy_cache_dir=Path(cfg.noisy_cache_dir) if cfg.noisy_cache_dir else None,
+        wandb_cfg=wandb_cfg,
+        progress=bool(cfg.progress),
+        input_gain_db=input_gain_db,
+    )
+
+
+def evaluate_upstream(cfg, input_gain_db: float = 0.0) -> Evaluation:
+    """`dfablate evaluate upstream=DIR`: a released DeepFilterNet folder (config.ini +
+    checkpoints/*.ckpt.best), scored like a run; results in DIR/eval/<dataset>[@<G>dB]/ unless
+    out_dir=. Its summary says norm "original" and label "upstream-<folder name>" for `compare`.
+    W&B: `wandb.mode` as given, else auto (there is no training logger to follow)."""
+    from omegaconf import OmegaConf
+
+    from dfablate.upstream_model import NORM, load_upstream_model
+
+    if cfg.run is not None or cfg.ckpt is not None:
+        raise UserError("give upstream=DIR alone, without run= or ckpt=")
+    if cfg.expect_norm is not None and cfg.expect_norm != NORM:
+        raise UserError(f"upstream models use norm={NORM}, but expect_norm={cfg.expect_norm}")
+    released = load_upstream_model(cfg.upstream)
+    folder = Path(cfg.upstream)
+    test_set = load_test_set(cfg.data, cfg.hydra.runtime.choices.data, cfg.split, cfg.max_files)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.num_threads))
+    device = cfg.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    identity = {
+        "checkpoint": str(released.checkpoint),
+        "checkpoint_sha1": file_sha1(released.checkpoint),
+        "run_dir": str(folder),
+        "experiment": None,
+        "norm": NORM,
+        "seed": None,
+        "arch": released.arch,
+        "label": released.label,
+        "source": "upstream",
+    }
+    evaluation = evaluate_model(
+        released.features,
+        released.model,
+        test_set,
+        Path(cfg.out_dir)
+        if cfg.out_dir
+        else folder / "eval" / gain_dir_name(test_set.name, input_gain_db),
+        identity=identity,
+        noisy_cache_dir=Path(cfg.noisy_cache_dir)
+        if cfg.noisy_cache_dir
+        else default_noisy_cache_dir(),
+        save_enhanced=bool(cfg.save_enhanced),
+        jobs=cfg.jobs,
+        device=device,
+        progress=bool(cfg.progress),
+        input_gain_db=input_gain_db,
+    )
+    wandb_cfg = OmegaConf.to_container(cfg.wandb)
+    wandb_cfg["mode"] = wandb_cfg.get("mode") or "auto"
+    log_evaluation_to_wandb(folder, evaluation, {}, wandb_cfg)
+    return evaluation
+
+
+def summary_table(evaluation: Evaluation):
+    """A rich table: mean of each metric for the enhanced output and the noisy input."""
+    from rich.table import Table
+
+    summary = evaluation.summary
+    table = Table(
+        title=f"{gain_dir_name(summary['dataset']['name'], summary['input_gain_db'])}: "
+        f"{summary['n_files']} files "
+        f"({summary['n_failed']} not scored), norm={summary['norm']}"
+    )
+    table.add_column("")
+    for metric in METRICS:
+        table.add_column(metric, justify="right")
+    table.add_row("enhanced", *(f"{summary['mean'][m]:.3f}" for m in METRICS))
+    table.add_row("noisy", *(f"{summary['noisy'][m]:.3f}" for m in METRICS))
+    return table

@@ -1,0 +1,416 @@
+"""Evaluate a trained model on a test set: enhance, score every file, resume where it stopped.
+
+Inference runs in the main process and feeds a pool of scoring processes, so enhancing the next
+file overlaps with scoring the previous ones and all cores stay busy. Each finished file is
+appended to `metrics.csv` at once (one complete line per write), so an interrupted evaluation
+resumes with the files still missing. The unprocessed noisy input is scored once per test set
+(and input gain) into a cache shared by all runs; it is the "noisy" reference row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfablate.audio import AudioError, load_audio
+from dfablate.evaluation.testset import TestSet, gain_dir_name, gain_factor
+from dfablate.metrics import METRICS, score_pair
+from dfablate.progress import progress_bar
+from dfablate.runs import file_sha1, read_run_config
+from dfablate.scoring import (
+    MetricsCsv,
+    Row,
+    available_cores,
+    failed_row,
+    failure_text,
+    scoring_pool,
+)
+
+# What produced the results, recorded in summary.json and eval_state.json: results of another
+# version are scored again, never mixed. 1: end padding of delay + hop remainder; 2: fft_size
+# zeros as df.enhance.enhance, and input gains.
+PIPELINE_VERSION = 2
+
+
+def score_file(
+    name: str,
+    clean_path: Path,
+    degraded: np.ndarray | Path,
+    sample_rate: int,
+    input_gain_db: float = 0.0,
+) -> dict:
+    """One CSV row: all metrics of `degraded` (array or file) against the clean file.
+
+    At an input gain, the clean reference (and `degraded` when it is a file: the noisy input)
+    is scaled by 10^(G/20) first; an array is already the output for the scaled input.
+
+    As in `dfablate score`, a pair that cannot be scored (unreadable file, no speech for PESQ,
+    even an unexpected failure) gives NaN metrics and a one-line reason in `error`, so one bad
+    file never stops the evaluation; such rows are tried again when the evaluation resumes.
+    """
+    try:
+        clean = _at_gain(load_audio(clean_path, sample_rate), input_gain_db)
+        if isinstance(degraded, Path):
+            degraded = _at_gain(load_audio(degraded, sample_rate), input_gain_db)
+        scores = score_pair(clean, degraded, sample_rate)
+    except Exception as exc:  # a bad file must not stop the other files
+        return failed_row(name, failure_text(exc)[0])
+    return {"file": name, **{m: float(scores[m]) for m in METRICS}, "error": ""}
+
+
+def _at_gain(audio: np.ndarray, input_gain_db: float) -> np.ndarray:
+    if input_gain_db == 0:
+        return audio
+    return (audio * np.float32(gain_factor(input_gain_db))).astype(np.float32)
+
+
+def noisy_cache_path(cache_dir: Path, test_set: TestSet, input_gain_db: float = 0.0) -> Path:
+    """Where the noisy input's scores live: keyed by the dataset root, its file list and the
+    input gain (0 dB keeps the key it had before gains existed)."""
+    text = f"{test_set.root.resolve()}|{test_set.fingerprint}"
+    if input_gain_db != 0:
+        text += f"|{input_gain_db!r}dB"
+    key = hashlib.sha1(text.encode()).hexdigest()
+    name = gain_dir_name(test_set.name, input_gain_db)
+    return cache_dir / f"noisy-{name}-{key[:16]}" / "metrics.csv"
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and median of each metric over the files that were scored."""
+    values = {m: np.array([r[m] for r in rows], dtype=float) for m in METRICS}
+    return {
+        "mean": {m: _nan_stat(np.nanmean, v) for m, v in values.items()},
+        "median": {m: _nan_stat(np.nanmedian, v) for m, v in values.items()},
+    }
+
+
+def _nan_stat(fn, values: np.ndarray) -> float:
+    return float(fn(values)) if np.isfinite(values).any() else float("nan")
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_model` produced."""
+
+    metrics_csv: Path
+    summary_json: Path
+    summary: dict
+    rows: list[dict]
+    noisy_rows: list[dict]
+
+
+@dataclass
+class _Scores:
+    """One evaluation's rows: those finished (enhanced and noisy, by file), the CSVs they are
+    appended to, and the scoring work in flight."""
+
+    results: MetricsCsv
+    noisy_csv: MetricsCsv
+    done: dict[str, Row]
+    noisy_done: dict[str, Row]
+    inflight: dict[Future, tuple[str, str]] = field(default_factory=dict)
+
+    def record(self, kind: str, row: Row) -> None:
+        """Append a finished row to its CSV (one complete line) and keep it."""
+        (self.results if kind == "enhanced" else self.noisy_csv).append(row)
+        (self.done if kind == "enhanced" else self.noisy_done)[row["file"]] = row
+
+    def submit(self, pool: ProcessPoolExecutor, kind: str, name: str, *args: Any) -> None:
+        self.inflight[pool.submit(score_file, name, *args)] = (kind, name)
+
+    def submit_noisy(
+        self,
+        pool: ProcessPoolExecutor,
+        todo: list,
+        sample_rate: int,
+        input_gain_db: float,
+        limit: int,
+    ) -> None:
+        """Give the pool noisy inputs from `todo` until `limit` scores are in flight."""
+        while todo and len(self.inflight) < limit:
+            pair = todo.pop(0)
+            self.submit(
+                pool, "noisy", pair.noisy.name, pair.clean, pair.noisy, sample_rate, input_gain_db
+            )
+
+    def collect(self, limit: int, on_row) -> None:
+        """Wait until at most `limit` scores are in flight, recording each finished one."""
+        while len(self.inflight) > limit:
+            finished, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
+            for future in finished:
+                kind, _ = self.inflight.pop(future)
+                self.record(kind, future.result())
+                on_row()
+
+    def keep_finished(self) -> None:
+        """On a stop: record what finished before it (the rest is scored on resume)."""
+        for future, (kind, _) in self.inflight.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.record(kind, future.result())
+
+
+def _resume_scores(out_dir: Path, test_set: TestSet, noisy_cache: Path) -> _Scores:
+    """The rows an interrupted evaluation already has (partial lines and failures dropped)."""
+    results, noisy_csv = MetricsCsv(out_dir / "metrics.csv"), MetricsCsv(noisy_cache)
+    names = {p.noisy.name for p in test_set.pairs}
+    done = results.finished(lambda name: name in names)
+    noisy_done = noisy_csv.finished(lambda name: name in names)
+    results.rewrite(done.values())
+    noisy_csv.rewrite(noisy_done.values())
+    return _Scores(results, noisy_csv, done, noisy_done)
+
+
+def evaluate_model(
+    features,
+    model,
+    test_set: TestSet,
+    out_dir: Path,
+    *,
+    identity: dict,
+    noisy_cache_dir: Path,
+    save_enhanced: bool = False,
+    jobs: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    input_gain_db: float = 0.0,
+) -> Evaluation:
+    """Enhance and score every pair of `test_set` into `out_dir` (metrics.csv, summary.json).
+
+    `identity` describes the model (checkpoint path and hash, norm, seed, ...); results written
+    for another model, test set, input gain or pipeline version are discarded rather than mixed
+    with new ones. `input_gain_db` scales the noisy input and the clean reference together.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _reset_if_stale(out_dir, identity, test_set, input_gain_db)
+    scores = _resume_scores(
+        out_dir, test_set, noisy_cache_path(noisy_cache_dir, test_set, input_gain_db)
+    )
+    enhanced_dir = out_dir / "enhanced" if save_enhanced else None
+    if enhanced_dir is not None:
+        enhanced_dir.mkdir(exist_ok=True)
+    features = features.to(device).eval()
+    model = model.to(device).eval()
+    jobs = jobs or available_cores()
+    pairs = len(test_set.pairs)
+    with progress_bar(progress) as bar, scoring_pool(jobs) as pool:
+        enhance_task = bar.add_task("enhance", total=pairs, completed=len(scores.done))
+        score_task = bar.add_task(
+            "score", total=2 * pairs, completed=len(scores.done) + len(scores.noisy_done)
+        )
+        try:
+            _enhance_and_score(
+                test_set,
+                scores,
+                pool,
+                jobs,
+                enhance=lambda noisy: _enhance(noisy, features, model, device),
+                enhanced_dir=enhanced_dir,
+                sample_rate=features.sr,
+                input_gain_db=input_gain_db,
+                on_enhanced=lambda: bar.advance(enhance_task),
+                on_scored=lambda: bar.advance(score_task),
+            )
+        except BaseException:
+            scores.keep_finished()
+            raise
+    return _write_summary(out_dir, test_set, scores, identity, input_gain_db, enhanced_dir)
+
+
+def _enhance(noisy: np.ndarray, features, model, device: str) -> np.ndarray:
+    import torch
+
+    from dfablate.enhance import enhance_waveform
+
+    return enhance_waveform(torch.from_numpy(noisy).to(device), features, model).cpu().numpy()
+
+
+def _enhance_and_score(
+    test_set: TestSet,
+    scores: _Scores,
+    pool: ProcessPoolExecutor,
+    jobs: int,
+    *,
+    enhance,
+    enhanced_dir: Path | None,
+    sample_rate: int,
+    input_gain_db: float,
+    on_enhanced,
+    on_scored,
+) -> None:
+    """Enhance the files still missing in this process while the pool scores the enhanced and
+    noisy files (the noisy ones fill the pool between enhancements)."""
+    noisy_todo = [p for p in test_set.pairs if p.noisy.name not in scores.noisy_done]
+    score_noisy = (pool, noisy_todo, sample_rate, input_gain_db)
+    for pair in [p for p in test_set.pairs if p.noisy.name not in scores.done]:
+        name = pair.noisy.name
+        try:
+            noisy = _at_gain(load_audio(pair.noisy, sample_rate), input_gain_db)
+        except AudioError:  # scored as a failed file, like a bad clean file
+            scores.record(
+                "enhanced", score_file(name, pair.clean, pair.noisy, sample_rate, input_gain_db)
+            )
+            on_enhanced()
+            on_scored()
+            continue
+        enhanced = enhance(noisy)
+        if enhanced_dir is not None:
+            _write_wav_atomic(enhanced_dir / name, enhanced, sample_rate)
+        scores.submit(pool, "enhanced", name, pair.clean, enhanced, sample_rate, input_gain_db)
+        on_enhanced()
+        scores.submit_noisy(*score_noisy, limit=jobs)
+        scores.collect(2 * jobs, on_scored)
+    scores.submit_noisy(*score_noisy, limit=len(noisy_todo) + len(scores.inflight))
+    scores.collect(0, on_scored)
+
+
+def _write_summary(
+    out_dir: Path,
+    test_set: TestSet,
+    scores: _Scores,
+    identity: dict,
+    input_gain_db: float,
+    enhanced_dir: Path | None,
+) -> Evaluation:
+    """The rows in test-set order (both CSVs rewritten so) and `summary.json`."""
+    order = [p.noisy.name for p in test_set.pairs]
+    rows = [scores.done[n] for n in order]
+    noisy_rows = [scores.noisy_done[n] for n in order]
+    scores.results.rewrite(rows)
+    scores.noisy_csv.rewrite(noisy_rows)
+    summary = {
+        **identity,
+        "dataset": test_set.describe(),
+        "input_gain_db": float(input_gain_db),
+        "pipeline_version": PIPELINE_VERSION,
+        "n_files": len(rows),
+        "n_failed": sum(1 for r in rows if r["error"]),
+        **summarise(rows),
+        "noisy": summarise(noisy_rows)["mean"],
+        "noisy_metrics_csv": str(scores.noisy_csv.path),
+        "enhanced_dir": str(enhanced_dir) if enhanced_dir is not None else None,
+        "complete": True,
+    }
+    summary_json = out_dir / "summary.json"
+    summary_json.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    return Evaluation(scores.results.path, summary_json, summary, rows, noisy_rows)
+
+
+def _reset_if_stale(
+    out_dir: Path, identity: dict, test_set: TestSet, input_gain_db: float = 0.0
+) -> None:
+    """Discard earlier results made by another checkpoint, on another test set, at another
+    input gain or by another pipeline version (results without a recorded state included)."""
+    state_path = out_dir / "eval_state.json"
+    state = {
+        "checkpoint_sha1": identity.get("checkpoint_sha1"),
+        "dataset": test_set.fingerprint,
+        "input_gain_db": float(input_gain_db),
+        "pipeline_version": PIPELINE_VERSION,
+    }
+    known = json.loads(state_path.read_text()) if state_path.is_file() else None
+    earlier = (out_dir / "metrics.csv").is_file()
+    if (known is not None and known != state) or (known is None and earlier):
+        warnings.warn(
+            f"{out_dir}: earlier results are from another checkpoint, test set, input gain or "
+            f"pipeline version (now {PIPELINE_VERSION}); re-evaluating",
+            stacklevel=3,
+        )
+        for name in ("metrics.csv", "summary.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "enhanced", ignore_errors=True)
+    state_path.write_text(json.dumps(state) + "\n")
+
+
+def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(tmp, audio, sample_rate, subtype="FLOAT", format="WAV")
+    os.replace(tmp, path)
+
+
+def default_noisy_cache_dir() -> Path:
+    from dfablate.data.mini import default_cache_dir
+
+    return default_cache_dir() / "noisy_scores"
+
+
+def evaluate_checkpoint(
+    ckpt: Path,
+    run_dir: Path,
+    test_set: TestSet,
+    out_dir: Path | None = None,
+    *,
+    expect_norm: str | None = None,
+    save_enhanced: bool = False,
+    jobs: int | None = None,
+    device: str = "auto",
+    noisy_cache_dir: Path | None = None,
+    wandb_cfg: dict | None = None,
+    progress: bool = True,
+    input_gain_db: float = 0.0,
+) -> Evaluation:
+    """Load `ckpt` (refusing another norm than `expect_norm`), evaluate it at `input_gain_db`
+    (default folder `<run dir>/eval/<dataset>[@<G>dB]`), log it to W&B."""
+    import torch
+
+    from dfablate.training import DfnSystem
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    system = DfnSystem.load_checkpoint(ckpt, expect_norm=expect_norm, map_location=device)
+    recorded = read_run_config(run_dir)
+    train_cfg = recorded.config if recorded else {}
+    identity = {
+        "checkpoint": str(ckpt),
+        "checkpoint_sha1": file_sha1(ckpt),
+        "run_dir": str(run_dir),
+        "experiment": train_cfg.get("name"),
+        "norm": system.norm,
+        "seed": train_cfg.get("seed"),
+        "arch": system.identity["model"]["arch"],
+    }
+    out_dir = out_dir or run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db)
+    evaluation = evaluate_model(
+        system.features,
+        system.dfnet,
+        test_set,
+        out_dir,
+        identity=identity,
+        noisy_cache_dir=noisy_cache_dir or default_noisy_cache_dir(),
+        save_enhanced=save_enhanced,
+        jobs=jobs,
+        device=device,
+        progress=progress,
+        input_gain_db=input_gain_db,
+    )
+    if wandb_cfg is not None:
+        from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
+
+        log_evaluation_to_wandb(run_dir, evaluation, train_cfg, wandb_cfg)
+    return evaluation
+
+
+def is_evaluated(run_dir: Path, test_set: TestSet, ckpt: Path, input_gain_db: float = 0.0) -> bool:
+    """Whether `run_dir` already has a complete evaluation of `ckpt` on `test_set` at
+    `input_gain_db`, made by this pipeline version."""
+    summary_path = run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db) / "summary.json"
+    if not summary_path.is_file():
+        return False
+    summary = json.loads(summary_path.read_text())
+    return (
+        bool(summary.get("complete"))
+        and summary.get("pipeline_version") == PIPELINE_VERSION
+        and summary.get("input_gain_db", 0.0) == input_gain_db
+        and summary.get("checkpoint_sha1") == file_sha1(ckpt)
+        and summary.get("dataset", {}).get("fingerprint") == test_set.fingerprint
+    )

@@ -1,0 +1,90 @@
+"""Test sets and input gains: which pairs an evaluation scores, and where its results go.
+
+`input_gain_db` evaluates at a shifted input level: the noisy input and the clean reference are
+both scaled by 10^(G/20) before enhancement and scoring, and the results go to
+`eval/<dataset>@<G>dB` (0 dB: `eval/<dataset>`, as before gains existed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from dfablate.errors import UserError
+
+
+def gain_factor(input_gain_db: float) -> float:
+    """The amplitude factor 10^(G/20) of an input gain in dB."""
+    return 10.0 ** (input_gain_db / 20.0)
+
+
+def check_gain_db(value, option: str) -> float:
+    """`value` as a finite gain in dB; a UserError naming `option` otherwise."""
+    try:
+        gain = float(value)
+    except (TypeError, ValueError):
+        gain = float("nan")
+    if isinstance(value, bool) or not np.isfinite(gain):
+        raise UserError(f"{option}={value}: must be a finite number of dB (e.g. -20, 0, 10)")
+    return gain + 0.0  # -0.0 is 0 dB
+
+
+def gain_dir_name(dataset: str, input_gain_db: float) -> str:
+    """The results folder of a dataset at an input gain: `valentini` at 0 dB, else with an
+    explicit sign, `valentini@-20dB`, `valentini@+10dB`, `valentini@+2.5dB`."""
+    if input_gain_db == 0:
+        return dataset
+    return f"{dataset}@{input_gain_db:+g}dB"
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """The pairs of one test split and what identifies them."""
+
+    name: str
+    root: Path
+    pairs: list  # of dfablate.data.valentini.Pair (name, clean, noisy)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content identity: file names and sizes (the same set at another root matches)."""
+        digest = hashlib.sha1()
+        for pair in sorted(self.pairs, key=lambda p: p.name):
+            digest.update(
+                f"{pair.noisy.name}:{pair.clean.stat().st_size}:{pair.noisy.stat().st_size};".encode()
+            )
+        return digest.hexdigest()
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "n_files": len(self.pairs),
+            "fingerprint": self.fingerprint,
+        }
+
+
+def load_test_set(
+    data_cfg, name: str, split: str = "test", max_files: int | None = None
+) -> TestSet:
+    """The pairs of `split` of the dataset a data config (`configs/data/*.yaml`) describes;
+    with `max_files`, an evenly spread subset of that many (for smoke runs)."""
+    from hydra.utils import instantiate
+
+    from dfablate.data.valentini import evenly_spread, find_pairs
+
+    datamodule = instantiate(data_cfg)
+    pairs = find_pairs(datamodule.root, split)
+    if split != "test":
+        name = f"{name}-{split}"
+    if max_files is not None:
+        if max_files < 1:
+            raise UserError(f"max_files={max_files} must be at least 1")
+        if max_files < len(pairs):
+            pairs = evenly_spread(pairs, max_files)
+            name = f"{name}-{len(pairs)}files"
+    return TestSet(name=name, root=datamodule.root, pairs=pairs)

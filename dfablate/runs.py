@@ -1,0 +1,97 @@
+"""A training run's folder, read the same way by evaluate, compare and ablate: which checkpoint
+to use, the config Hydra recorded, and content hashes of its files."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dfablate.errors import UserError
+
+CHECKPOINT_CHOICES = ("best", "last")
+HASH_BLOCK_BYTES = 1 << 20  # files are hashed in 1 MiB blocks, never read whole
+RUN_DIR_SEARCH_DEPTH = 4  # a run's CSV lies at most <run>/eval/<dataset>/ deep (plus one)
+
+
+def file_sha1(path: str | Path) -> str:
+    """The SHA1 of a file's bytes (checkpoint identity, compare's inputs)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_checkpoint(run_dir: Path, which: str = "best") -> Path | None:
+    """`checkpoints/<which>.ckpt` of a run, falling back to `last.ckpt`; None without either."""
+    for name in dict.fromkeys((which, "last")):
+        path = run_dir / "checkpoints" / f"{name}.ckpt"
+        if path.is_file():
+            return path
+    return None
+
+
+def resolve_checkpoint(
+    run: str | Path | None, ckpt: str | Path | None, which: str = "best"
+) -> tuple[Path, Path]:
+    """(checkpoint file, run directory) from `run=DIR` or `ckpt=FILE`; a run without
+    `<which>.ckpt` uses `last.ckpt` with a warning."""
+    if (run is None) == (ckpt is None):
+        raise UserError("give exactly one of run=DIR (a training run) or ckpt=FILE")
+    if ckpt is not None:
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise UserError(f"ckpt={ckpt}: checkpoint not found")
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        return ckpt, run_dir
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise UserError(f"run={run_dir}: run directory not found")
+    if which not in CHECKPOINT_CHOICES:
+        raise UserError(f"checkpoint={which}: must be best or last")
+    path = run_checkpoint(run_dir, which)
+    if path is None:
+        raise UserError(
+            f"run={run_dir}: no checkpoint (checkpoints/{which}.ckpt or checkpoints/last.ckpt); "
+            "train it first or pass ckpt=FILE"
+        )
+    if path.stem != which:
+        warnings.warn(f"{run_dir}: no {which}.ckpt, using last.ckpt", stacklevel=2)
+    return path, run_dir
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What Hydra recorded for a run: its training config (unresolved) and group choices."""
+
+    run_dir: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, str] = field(default_factory=dict)
+
+
+def read_run_config(run_dir: Path) -> RunConfig | None:
+    """The run's `.hydra/config.yaml` and `hydra.yaml` choices; None when not recorded."""
+    from omegaconf import OmegaConf
+
+    config_path = run_dir / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        return None
+    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
+    hydra_path = run_dir / ".hydra" / "hydra.yaml"
+    choices: dict[str, str] = {}
+    if hydra_path.is_file():
+        found = OmegaConf.select(OmegaConf.load(hydra_path), "hydra.runtime.choices")
+        if found is not None:
+            choices = {k: str(v) for k, v in OmegaConf.to_container(found).items()}
+    return RunConfig(run_dir, config, choices)
+
+
+def find_run_config(path: Path) -> RunConfig | None:
+    """The recorded config of the run a file belongs to: the nearest run folder above it."""
+    for parent in list(path.parents)[:RUN_DIR_SEARCH_DEPTH]:
+        if (recorded := read_run_config(parent)) is not None:
+            return recorded
+    return None

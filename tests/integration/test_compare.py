@@ -1,0 +1,392 @@
+"""Comparison math against hand-computed values, grouping by seed, bad inputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower, TTestPower
+
+from dfablate.cli import main
+from dfablate.comparison import compare_runs, load_runs, relative_difference_pct, wilcoxon_p
+from dfablate.errors import UserError
+
+FILES = ["f1.wav", "f2.wav", "f3.wav", "f4.wav"]
+
+
+def write_csv(path: Path, scores: dict[str, list[float]], files=FILES, errors=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"file": files, **scores, "error": errors or [""] * len(files)})
+    table.to_csv(path, index=False)
+    return path
+
+
+def write_run(
+    root: Path,
+    norm: str,
+    seed: int,
+    scores: dict[str, list[float]],
+    files=FILES,
+    extra: str = "",
+    folder: str = "mini",
+    gain: float | None = None,
+) -> Path:
+    """A run directory as `dfablate train` + `evaluate` leave it (config, eval folder)."""
+    run_dir = root / f"{norm}-seed{seed}"
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    config = f"seed: {seed}\nnorm:\n  name: {norm}\n{extra}"
+    (run_dir / ".hydra" / "config.yaml").write_text(config)
+    csv = write_csv(run_dir / "eval" / folder / "metrics.csv", scores, files)
+    if gain is not None:
+        (csv.parent / "summary.json").write_text(json.dumps({"input_gain_db": gain}))
+    return run_dir
+
+
+def compare(paths, **kwargs):
+    return compare_runs(*load_runs(paths, **kwargs))
+
+
+def test_relative_difference_by_hand():
+    a = np.array([2.0, -2.0, 0.0, 0.0, 4.0])
+    b = np.array([3.0, -1.0, 0.0, 1.0, 3.0])
+    rel = relative_difference_pct(a, b)
+    # 100*(3-2)/2 = 50; 100*(-1+2)/|-2| = 50 (less negative is better); 0/0 -> 0;
+    # 1/0 undefined -> NaN; 100*(3-4)/4 = -25
+    assert rel[0] == 50.0 and rel[1] == 50.0 and rel[2] == 0.0 and math.isnan(rel[3])
+    assert rel[4] == -25.0
+
+
+def test_wilcoxon_exact_small_cases_by_hand():
+    # diffs 1,2,3,-4: ranks 1,2,3,4; W- = 4. Of the 16 equally likely sign patterns, 7 have a
+    # positive-rank sum <= 4 ({}, {1}, {2}, {3}, {4}, {1,2}, {1,3}) -> two-sided p = 2 * 7/16
+    assert wilcoxon_p(np.zeros(4), np.array([1.0, 2.0, 3.0, -4.0])) == pytest.approx(0.875)
+    # five positive differences: only the all-positive pattern is as extreme -> p = 2 / 32
+    assert wilcoxon_p(np.zeros(5), np.arange(1.0, 6.0)) == pytest.approx(0.0625)
+    assert wilcoxon_p(np.ones(3), np.ones(3)) == 1.0
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=60), rng.normal(0.3, size=60)
+    assert wilcoxon_p(a, b) == pytest.approx(stats.wilcoxon(b - a).pvalue)
+
+
+def test_scoring_errors_are_left_out_per_metric(tmp_path):
+    a = write_csv(tmp_path / "a.csv", {"pesq": [2.0, 1.0, 4.0, 2.5], "stoi": [0.9] * 4})
+    b = tmp_path / "b.csv"
+    write_csv(
+        b,
+        {"pesq": [3.0, math.nan, 3.0, 2.5], "stoi": [0.8] * 4},
+        errors=["", "NoUtterancesError", "", ""],
+    )
+    comparison = compare([a, b])
+    summary = comparison.summary.set_index("metric")
+    assert summary.loc["pesq", "n_files"] == 3 and summary.loc["stoi", "n_files"] == 4
+    assert comparison.failed == {"b: f2.wav": ["pesq"]}
+
+
+def test_three_variants_add_variant_column(tmp_path):
+    paths = [
+        write_csv(tmp_path / f"{name}.csv", {"pesq": [v, v, v, v + 1]})
+        for name, v in (("original", 2.0), ("fixed", 2.5), ("rms", 1.0))
+    ]
+    comparison = compare(paths)
+    assert comparison.variants == ["original", "fixed", "rms"]
+    assert set(comparison.relative_diff["variant"]) == {"fixed", "rms"}
+    assert comparison.summary.set_index("variant").loc["rms", "a_mean"] == pytest.approx(2.25)
+
+
+def test_different_test_sets_are_refused(tmp_path):
+    a = write_csv(tmp_path / "a" / "metrics.csv", {"pesq": [1.0] * 4})
+    b = write_csv(tmp_path / "b" / "metrics.csv", {"pesq": [1.0] * 4})
+    for path, fingerprint in ((a, "aaa"), (b, "bbb")):
+        summary = {
+            "dataset": {"name": "valentini", "root": str(path.parent), "fingerprint": fingerprint}
+        }
+        (path.parent / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match="different test sets"):
+        load_runs([a, b])
+    c = write_csv(tmp_path / "c.csv", {"pesq": [1.0] * 4}, files=["x1", "x2", "x3", "x4"])
+    with pytest.raises(UserError, match="no file in common"):
+        load_runs([a, c])
+
+
+def test_run_dir_without_evaluation_is_one_line_error(tmp_path, capsys):
+    run_dir = tmp_path / "fixed-seed0"
+    run_dir.mkdir()
+    other = write_csv(tmp_path / "b.csv", {"pesq": [1.0] * 4})
+    assert main(["compare", str(run_dir), str(other), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(run_dir) in err and "dfablate evaluate" in err
+
+
+# three seeds per variant, five files, a higher-is-better metric and a dB metric
+SEED_FILES = ["u1.wav", "u2.wav", "u3.wav", "u4.wav", "u5.wav"]
+BASE = np.array([2.1, 1.4, 3.0, 2.6, 1.8])
+OFFSETS_A = [0.00, 0.05, -0.04]
+OFFSETS_B = [0.06, 0.15, 0.02]
+
+
+def seed_study(root: Path, b_seeds=(0, 1, 2), b_norm="fixed") -> list[Path]:
+    """original seeds 0-2 and `b_norm` seeds `b_seeds`, with per-file wiggles."""
+    wiggle = np.array([0.01, -0.02, 0.0, 0.03, -0.01])
+    runs = []
+    for norm, seeds, offsets in (("original", (0, 1, 2), OFFSETS_A), (b_norm, b_seeds, OFFSETS_B)):
+        for k, (seed, offset) in enumerate(zip(seeds, offsets, strict=True)):
+            pesq = BASE + offset + wiggle * (k + 1)
+            sisdr = 5 * (BASE - 2) + 10 * offset - wiggle * k
+            runs.append(
+                write_run(root, norm, seed, {"pesq": list(pesq), "sisdr": list(sisdr)}, SEED_FILES)
+            )
+    return runs
+
+
+def per_run_means(runs: list[Path], metric: str) -> np.ndarray:
+    return np.array([pd.read_csv(r / "eval/mini/metrics.csv")[metric].mean() for r in runs])
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_summary_columns_against_scipy_and_statsmodels(tmp_path, paired):
+    runs = seed_study(tmp_path, b_seeds=(0, 1, 2) if paired else (5, 6, 7))
+    out = tmp_path / "out"
+    shuffled = [*runs[:3], runs[5], runs[3], runs[4]]  # pairing goes by seed, not by order
+    assert main(["compare", *map(str, shuffled), "--out", str(out), "--wandb", "disabled"]) == 0
+    summary = pd.read_csv(out / "summary.csv").set_index("metric")
+    p_values = {}
+    for metric in ("pesq", "sisdr"):
+        a, b = per_run_means(runs[:3], metric), per_run_means(runs[3:], metric)
+        row = summary.loc[metric]
+        ref = stats.ttest_rel(b, a) if paired else stats.ttest_ind(b, a, equal_var=True)
+        interval = ref.confidence_interval()
+        assert row["a_mean"] == pytest.approx(a.mean()) and row["b_mean"] == pytest.approx(b.mean())
+        assert row["mean_diff"] == pytest.approx(b.mean() - a.mean())
+        assert row["ci95_low"] == pytest.approx(interval.low)
+        assert row["ci95_high"] == pytest.approx(interval.high)
+        assert row["p_value"] == pytest.approx(ref.pvalue)
+        p_values[metric] = ref.pvalue
+        assert row["test"] == ("paired t" if paired else "Student t")
+        assert bool(row["paired"]) is paired and row["seed_spread"] == "known"
+        assert row["a_seeds"] == 3 and row["b_seeds"] == 3 and row["n_files"] == 5
+        assert row["a_seed_std"] == pytest.approx(np.std(a, ddof=1))
+        assert row["b_seed_std"] == pytest.approx(np.std(b, ddof=1))
+        diff = abs(b.mean() - a.mean())
+        if paired:
+            sd = np.std(b - a, ddof=1)
+            mde = TTestPower().solve_power(nobs=3, alpha=0.05, power=0.8) * sd
+            needed = TTestPower().solve_power(effect_size=diff / sd, alpha=0.05, power=0.8)
+        else:
+            sd = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
+            mde = TTestIndPower().solve_power(nobs1=3, ratio=1, alpha=0.05, power=0.8) * sd
+            needed = TTestIndPower().solve_power(
+                effect_size=diff / sd, nobs1=None, alpha=0.05, power=0.8, ratio=1
+            )
+        assert row["mde"] == pytest.approx(mde, rel=1e-5)
+        assert row["seeds_needed"] == min(1000, max(2, math.ceil(needed)))
+        # per-file values are seed means; the Wilcoxon test runs over files
+        a_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")[metric] for r in runs[:3]], 0)
+        b_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")[metric] for r in runs[3:]], 0)
+        assert row["wilcoxon_p_files"] == pytest.approx(stats.wilcoxon(b_file - a_file).pvalue)
+        assert row["b_better_share"] == pytest.approx(np.mean(b_file > a_file))
+    holm = multipletests([p_values["pesq"], p_values["sisdr"]], method="holm")[1]
+    assert summary.loc["pesq", "p_holm"] == pytest.approx(holm[0])
+    assert summary.loc["sisdr", "p_holm"] == pytest.approx(holm[1])
+    a, b = per_run_means(runs[:3], "pesq").mean(), per_run_means(runs[3:], "pesq").mean()
+    assert summary.loc["pesq", "rel_diff_of_means_pct"] == pytest.approx(100 * (b - a) / a)
+    # dB metric: no relative figure anywhere in the summary, and the report says why
+    sisdr = summary.loc["sisdr"]
+    assert np.isnan(sisdr[["rel_diff_of_means_pct", "rel_diff_mean_pct", "rel_diff_median_pct"]]
+                    .astype(float)).all()  # fmt: skip
+    report = (out / "report.md").read_text()
+    assert "SISDR: no relative figure on a dB scale (no meaningful zero)" in report
+    # per-file tables: long with diff, wide with every metric
+    a_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")["pesq"] for r in runs[:3]], 0)
+    b_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")["pesq"] for r in runs[3:]], 0)
+    long = pd.read_csv(out / "relative_diff.csv")
+    assert {"file", "metric", "a", "b", "rel_diff_pct", "diff"} <= set(long.columns)
+    pesq = long[long["metric"] == "pesq"].set_index("file").loc[SEED_FILES]
+    np.testing.assert_allclose(pesq["diff"], b_file - a_file)
+    np.testing.assert_allclose(pesq["rel_diff_pct"], 100 * (b_file - a_file) / np.abs(a_file))
+    wide = pd.read_csv(out / "per_file.csv").set_index("file").loc[SEED_FILES]
+    np.testing.assert_allclose(wide["pesq_a"], a_file)
+    np.testing.assert_allclose(wide["pesq_b"], b_file)
+    np.testing.assert_allclose(wide["pesq_diff"], b_file - a_file)
+    np.testing.assert_allclose(wide["pesq_rel_diff_pct"], 100 * (b_file - a_file) / a_file)
+    assert {"sisdr_a", "sisdr_b", "sisdr_diff", "sisdr_rel_diff_pct"} <= set(wide.columns)
+    assert "wilcoxon_p" not in summary.columns and "seed_verdict" not in summary.columns
+
+
+def test_welch_option_against_scipy(tmp_path):
+    runs = seed_study(tmp_path, b_seeds=(5, 6, 7))
+    comparison = compare_runs(load_runs(runs)[0], unpaired="welch")
+    row = comparison.summary.set_index("metric").loc["pesq"]
+    ref = stats.ttest_ind(per_run_means(runs[3:], "pesq"), per_run_means(runs[:3], "pesq"),
+                          equal_var=False)  # fmt: skip
+    assert row["test"] == "Welch t" and row["p_value"] == pytest.approx(ref.pvalue)
+    assert row["ci95_low"] == pytest.approx(ref.confidence_interval().low)
+
+
+def test_one_seed_gives_nan_and_says_so(tmp_path, capsys):
+    a = write_run(tmp_path, "original", 0, {"pesq": [2.0, 1.0, 4.0, 2.5]})
+    b = write_run(tmp_path, "fixed", 0, {"pesq": [3.0, 1.5, 3.0, 2.5]})
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--out", str(out), "--wandb", "disabled"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed spread UNKNOWN" in printed and "seed spread unknown: 1 + 1 seeds" in printed
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert row["mean_diff"] == pytest.approx(0.125)  # (10 - 9.5) / 4
+    for column in ("ci95_low", "ci95_high", "p_value", "p_holm", "mde", "seeds_needed"):
+        assert np.isnan(row[column]), column
+    assert row["rel_diff_median_pct"] == pytest.approx(25.0)  # median of 50, 50, -25, 0
+    assert row["wilcoxon_p_files"] == pytest.approx(stats.wilcoxon([1.0, 0.5, -1.0]).pvalue)
+    report = (out / "report.md").read_text()
+    assert "**Seed spread unknown: 1 + 1 seeds" in report
+    assert {p.name for p in out.glob("*.png")} == {
+        "per_file_diff.png",
+        "per_file_diff_distribution.png",
+        "seed_means.png",
+    }
+
+
+def test_demo_like_cli_headline(tmp_path, capsys):
+    runs = seed_study(tmp_path)
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out), "--wandb", "disabled"]) == 0
+    printed = capsys.readouterr().out
+    assert "3+3 seeds, seed spread known" in printed and "95% interval" in printed
+    row = pd.read_csv(out / "summary.csv").set_index("metric").loc["pesq"]
+    assert f"[{row['ci95_low']:.3f}, {row['ci95_high']:.3f}]" in printed
+    assert "(dB)" in printed  # sisdr: no relative figure
+
+
+def test_variants_named_by_what_differs(tmp_path):
+    runs = [
+        write_run(tmp_path / "x", "original", s, {"pesq": [2.0 + s, 2, 2, 2]},
+                  extra="model:\n  arch: dfn3\n")
+        for s in (0, 1)
+    ] + [
+        write_run(tmp_path / "y", "fixed", s, {"pesq": [2.5 + s, 2, 2, 2]},
+                  extra="model:\n  arch: dfn2\n")
+        for s in (0, 1)
+    ]  # fmt: skip
+    comparison = compare(runs)
+    assert comparison.variants == ["original/dfn3", "fixed/dfn2"]
+    assert comparison.identities["fixed/dfn2"] == {
+        "norm": "fixed", "model": "dfn2", "training gains": "0 dB", "eval dataset": "mini"
+    }  # fmt: skip
+    first = comparison.summary.iloc[0]
+    assert first["a_seeds"] == 2 and first["paired"]
+    # same norm, different training gains: separate variants; a missing gains_db means [0]
+    plain = write_run(tmp_path / "g", "fixed", 0, {"pesq": [2.0] * 4})
+    zero = write_run(tmp_path / "g", "fixed", 1, {"pesq": [2.1] * 4},
+                     extra="data:\n  gains_db: [0]\n")  # fmt: skip
+    augmented = write_run(tmp_path / "h", "fixed", 0, {"pesq": [2.2] * 4},
+                          extra="data:\n  gains_db: [-6, 0, 6]\n")  # fmt: skip
+    comparison = compare([plain, zero, augmented])
+    assert comparison.variants == ["train gains 0 dB", "train gains -6,0,6 dB"]
+    assert comparison.summary.iloc[0]["a_seeds"] == 2
+
+
+def test_labels_name_variants_and_upstream_summary(tmp_path):
+    runs = seed_study(tmp_path)
+    labels = ["base"] * 3 + ["new"] * 3
+    comparison = compare(runs, labels=labels)
+    assert comparison.variants == ["base", "new"]
+    assert [r.label for r in comparison.runs][:2] == ["base-seed0", "base-seed1"]
+    with pytest.raises(UserError, match="differ in more than the seed"):
+        load_runs(runs, labels=["same"] * 6)
+    # an upstream evaluation: no Hydra config, norm and label in summary.json
+    upstream = write_csv(tmp_path / "DeepFilterNet3" / "eval" / "mini" / "metrics.csv",
+                         {"pesq": [2.0] * 5}, SEED_FILES)  # fmt: skip
+    (upstream.parent / "summary.json").write_text(
+        json.dumps({"norm": "original", "label": "upstream-DeepFilterNet3"})
+    )
+    comparison = compare([upstream.parent.parent.parent, *runs[3:]])
+    assert comparison.variants == ["upstream-DeepFilterNet3", "fixed"]
+    assert comparison.baseline == "upstream-DeepFilterNet3"
+
+
+def write_gains(root: Path, gains: dict[str, float], norm: str, seed: int, shift: float) -> Path:
+    for folder, gain in gains.items():
+        scores = {"pesq": [2.0 + shift + gain / 100 + 0.01 * seed * k for k in range(4)]}
+        run = write_run(root, norm, seed, scores, folder=folder, gain=gain)
+    return run
+
+
+def test_input_gains_are_conditions(tmp_path, capsys):
+    gains = {"mini": 0.0, "mini@-20dB": -20.0, "mini@+10dB": 10.0}
+    runs = [write_gains(tmp_path, gains, n, s, 0.1 * (n == "fixed")) for n in ("original", "fixed")
+            for s in (0, 1)]  # fmt: skip
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out), "--wandb", "disabled"]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["gain_db"]) == [-20.0, 0.0, 10.0]
+    for gain in (-20.0, 0.0, 10.0):
+        row = summary[summary["gain_db"] == gain].iloc[0]
+        assert row["a_mean"] == pytest.approx(2.0 + gain / 100 + 0.01 * 0.5 * 1.5)
+        assert row["mean_diff"] == pytest.approx(0.1)
+    assert (out / "robustness.png").is_file() and (out / "per_file_diff@-20dB.png").is_file()
+    assert set(pd.read_csv(out / "per_file.csv")["gain_db"]) == {-20.0, 0.0, 10.0}
+    # one gain picked; a gain one run lacks is refused in one line, nothing written
+    assert main(["compare", *map(str, runs), "--gain-db", "-20", "--out", str(tmp_path / "one"),
+                 "--wandb", "disabled"]) == 0  # fmt: skip
+    assert set(pd.read_csv(tmp_path / "one" / "summary.csv")["gain_db"]) == {-20.0}
+    capsys.readouterr()
+    assert main(["compare", *map(str, runs), "--gain-db", "6", "--out", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not evaluated at input gain 6 dB" in err
+    assert not (tmp_path / "no").exists()
+    # a gain evaluated for some runs only is left out and listed
+    write_gains(tmp_path, {"mini@+20dB": 20.0}, "original", 0, 0.0)
+    comparison = compare(runs)
+    assert comparison.gains == [-20.0, 0.0, 10.0]
+    assert comparison.left_out_gains == {str(runs[0]): [20.0]}
+
+
+def test_csvs_at_different_gains_are_refused(tmp_path, capsys):
+    a = write_csv(tmp_path / "a" / "metrics.csv", {"pesq": [1.0] * 4})
+    b = write_csv(tmp_path / "b" / "metrics.csv", {"pesq": [1.2] * 4})
+    (a.parent / "summary.json").write_text(json.dumps({"input_gain_db": 0.0}))
+    (b.parent / "summary.json").write_text(json.dumps({"input_gain_db": -20.0}))
+    out = tmp_path / "out"
+    assert main(["compare", str(a), str(b), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "different input gains" in err and str(b) in err
+    assert not out.exists()
+
+
+def test_comparison_is_logged_to_wandb_offline(tmp_path):
+    from wandb_offline import read_offline_run
+
+    runs = seed_study(tmp_path)
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out)]) == 0  # WANDB_MODE=offline
+    summary = pd.read_csv(out / "summary.csv").set_index("metric")
+    logged = read_offline_run(out / "wandb")
+    assert logged.run["job_type"] == "compare"
+    for key in ("mean_diff", "ci95_low", "ci95_high", "p_value", "mde"):
+        logged_value = logged.summary[f"compare/fixed_vs_original/pesq/{key}"]
+        assert logged_value == pytest.approx(summary.loc["pesq", key])
+    assert logged.summary["compare/fixed_vs_original/pesq/seed_spread_known"] is True
+    assert logged.summary["compare/per_file"]["nrows"] == 5
+    assert logged.summary["compare/per_file_diff"]["_type"] == "image-file"
+
+
+def test_two_folders_at_one_gain_are_refused(tmp_path):
+    run = write_run(tmp_path, "fixed", 0, {"pesq": [1.0] * 4}, gain=0.0)
+    write_run(tmp_path, "fixed", 0, {"pesq": [1.0] * 4}, folder="mini@+5dB", gain=0.0)
+    other = write_run(tmp_path, "original", 0, {"pesq": [1.0] * 4})
+    with pytest.raises(
+        UserError, match=r"two evaluations at input gain 0 dB \(mini and mini@\+5dB\)"
+    ):
+        load_runs([other, run])
+
+
+def test_same_named_csvs_stay_apart(tmp_path):
+    a = write_csv(tmp_path / "x" / "run" / "metrics.csv", {"pesq": [1.0] * 4})
+    b = write_csv(tmp_path / "y" / "run" / "metrics.csv", {"pesq": [1.5] * 4})
+    comparison = compare([a, b])
+    assert comparison.variants == ["run", "run#2"]
+    assert comparison.summary.iloc[0]["mean_diff"] == pytest.approx(0.5)

@@ -1,0 +1,240 @@
+"""Evaluation on real speech: CSV layout, resume after an interruption, the noisy cache,
+W&B offline logging and one-line errors for bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from pesq import pesq
+from scipy.signal import resample_poly
+from wandb_offline import read_offline_run
+
+from dfablate.audio import load_audio
+from dfablate.cli import main
+from dfablate.data.valentini import find_pairs
+from dfablate.evaluation import PIPELINE_VERSION, evaluate_model, gain_dir_name
+from dfablate.evaluation import TestSet as EvalSet  # not collected by pytest
+from dfablate.scoring import COLUMNS
+from dfablate.training import DfnSystem
+
+TINY = {"conv_ch": 8, "emb_hidden_dim": 32, "df_hidden_dim": 32, "enc_linear_groups": 8,
+        "linear_groups": 8}  # fmt: skip
+SEGMENT = 2 * 48_000
+
+
+@pytest.fixture(scope="module")
+def testset_root(tmp_path_factory, speech_48k, noisy_48k) -> Path:
+    """A Valentini-layout test split: four 2 s pairs of real speech in real noise, plus one
+    pair whose clean side is silent (PESQ cannot score it)."""
+    root = tmp_path_factory.mktemp("valentini")
+    clean, noisy = load_audio(speech_48k, 48_000), load_audio(noisy_48k, 48_000)
+    for folder in ("clean_testset_wav", "noisy_testset_wav"):
+        (root / folder).mkdir()
+    for i in range(4):
+        part = slice(i * SEGMENT, (i + 1) * SEGMENT)
+        sf.write(root / "clean_testset_wav" / f"p232_00{i}.wav", clean[part], 48_000)
+        sf.write(root / "noisy_testset_wav" / f"p232_00{i}.wav", noisy[part], 48_000)
+    sf.write(root / "clean_testset_wav" / "p257_001.wav", np.zeros(SEGMENT, np.float32), 48_000)
+    sf.write(root / "noisy_testset_wav" / "p257_001.wav", noisy[:SEGMENT], 48_000)
+    return root
+
+
+def save_checkpoint(run_dir: Path, norm: str, seed: int = 0) -> Path:
+    """A run directory with a checkpoint of an (untrained) tiny DFN3, written by the real
+    module's checkpoint hook, and the training config the run records."""
+    torch.manual_seed(seed)
+    system = DfnSystem(norm=norm, model={"arch": "dfn3", "params": TINY})
+    checkpoint = {"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams)}
+    system.on_save_checkpoint(checkpoint)
+    path = run_dir / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save(checkpoint, path)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"name: test\nseed: {seed}\nnorm:\n  name: {norm}\n"
+    )
+    return path
+
+
+class StopAfter(torch.nn.Module):
+    """The real model, interrupted (like Ctrl-C) when asked for utterance `stop_at`."""
+
+    def __init__(self, model: torch.nn.Module, stop_at: int):
+        super().__init__()
+        self.model, self.stop_at, self.calls = model, stop_at, 0
+
+    def forward(self, *inputs):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.model(*inputs)
+
+
+def test_interrupted_evaluation_resumes_without_recomputing(testset_root, tmp_path):
+    torch.manual_seed(0)
+    system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
+    test_set = EvalSet("toy", testset_root, find_pairs(testset_root, "test"))
+    out, cache = tmp_path / "eval", tmp_path / "cache"
+    options = dict(identity={"checkpoint_sha1": "abc"}, noisy_cache_dir=cache, jobs=1,
+                   progress=False)  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(system.features, StopAfter(system.dfnet, 4), test_set, out, **options)
+    partial = pd.read_csv(out / "metrics.csv")
+    assert 1 <= len(partial) <= 3
+    # mark the finished rows: a recomputation would overwrite the marker
+    marked = partial.assign(pesq=9.5)
+    # an error row (a file that failed last time) is not done: it is scored again
+    failed = ",".join(["p232_003.wav", *[""] * (len(COLUMNS) - 2), "unreadable last time"])
+    text = marked.to_csv(index=False) + failed + "\np232_003.wav,1.2,0.9"  # + a cut line
+    (out / "metrics.csv").write_text(text)
+
+    resumed = StopAfter(system.dfnet, 0)
+    evaluation = evaluate_model(
+        system.features, resumed, test_set, out, save_enhanced=True, **options
+    )
+    assert resumed.calls == 5 - len(partial)  # only the missing files were enhanced
+    retried = pd.read_csv(out / "metrics.csv").fillna({"error": ""}).set_index("file")
+    assert retried.loc["p232_003.wav", "error"] == "" and retried.loc["p232_003.wav", "pesq"] > 1
+    table = pd.read_csv(out / "metrics.csv").fillna({"error": ""})
+    assert list(table.columns) == list(COLUMNS)
+    assert table["file"].tolist() == [p.noisy.name for p in test_set.pairs]
+    by_file = table.set_index("file")
+    assert (by_file.loc[partial["file"], "pesq"] == 9.5).all()
+    silent = by_file.loc["p257_001.wav"]
+    assert "no speech" in silent["error"] and np.isnan(silent["pesq"])
+    assert evaluation.summary["n_failed"] == 1
+    # the saved enhanced audio is the delay-free model output, same length as the input
+    noisy = load_audio(testset_root / "noisy_testset_wav" / "p232_003.wav", 48_000)
+    saved, rate = sf.read(out / "enhanced" / "p232_003.wav", dtype="float32")
+    assert rate == 48_000 and saved.shape == noisy.shape
+    np.testing.assert_allclose(saved, system.enhance(torch.from_numpy(noisy)).numpy(), atol=1e-6)
+
+    # the noisy input was scored once, into the cache: a marker there survives another run
+    noisy_csv = Path(evaluation.summary["noisy_metrics_csv"])
+    noisy_table = pd.read_csv(noisy_csv)
+    assert len(noisy_table) == 5
+    noisy_table.assign(stoi=0.25).to_csv(noisy_csv, index=False)
+    (out / "eval_state.json").write_text("{}")  # pretend another checkpoint: start over
+    with pytest.warns(UserWarning, match="re-evaluating"):
+        again = evaluate_model(system.features, system.dfnet, test_set, out, **options)
+    assert again.summary["noisy"]["stoi"] == pytest.approx(0.25)
+    assert again.summary["mean"]["pesq"] < 5  # recomputed, marker gone
+
+
+def test_cli_evaluate_run_dir_with_wandb(testset_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "runs" / "fixed-seed3"
+    save_checkpoint(run_dir, "fixed", seed=3)
+    code = main(
+        ["evaluate", f"run={run_dir}", "data=valentini", f"data.root={testset_root}", "jobs=2",
+         f"noisy_cache_dir={tmp_path / 'cache'}", "progress=false"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    out = run_dir / "eval" / "valentini"
+    table = pd.read_csv(out / "metrics.csv")
+    assert list(table.columns) == list(COLUMNS) and len(table) == 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["norm"] == "fixed" and summary["seed"] == 3 and summary["complete"]
+    assert summary["dataset"]["n_files"] == 5
+    assert summary["mean"]["pesq"] == pytest.approx(table["pesq"].mean())
+    assert "noisy" in capsys.readouterr().out
+
+    # the noisy input's row: the clean file is the reference, the noisy one the degraded signal
+    noisy_rows = pd.read_csv(summary["noisy_metrics_csv"]).set_index("file")
+    clean16, noisy16 = (
+        resample_poly(load_audio(testset_root / folder / "p232_001.wav", 48_000), 1, 3)
+        for folder in ("clean_testset_wav", "noisy_testset_wav")
+    )
+    assert noisy_rows.loc["p232_001.wav", "pesq"] == pytest.approx(
+        pesq(16_000, clean16, noisy16, "wb"), abs=1e-6
+    )
+    assert noisy_rows.loc["p232_001.wav", "pesq"] != pytest.approx(
+        pesq(16_000, noisy16, clean16, "wb"), abs=1e-3
+    )
+
+    logged = read_offline_run(out / "wandb")
+    assert logged.run["job_type"] == "eval" and "norm:fixed" in logged.run["tags"]
+    assert logged.config["norm"] == {"name": "fixed"}
+    assert logged.summary["eval/valentini/pesq"] == pytest.approx(summary["mean"]["pesq"])
+    assert logged.summary["eval/valentini/per_file"]["nrows"] == 5
+
+
+def test_bad_inputs_are_one_line_errors(testset_root, tmp_path, capsys):
+    empty_run = tmp_path / "original-seed0"
+    empty_run.mkdir()
+    assert main(["evaluate", f"run={empty_run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no checkpoint" in err and str(empty_run) in err
+
+    run_dir = tmp_path / "fixed-seed0"
+    save_checkpoint(run_dir, "fixed")
+    args = ["evaluate", f"run={run_dir}", "expect_norm=original", "data=valentini",
+            f"data.root={testset_root}", "wandb.mode=disabled"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "norm=fixed" in err and "norm=original" in err
+
+    assert main(["evaluate", f"ckpt={tmp_path / 'missing.ckpt'}"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_gain_folder_names_have_an_explicit_sign():
+    assert gain_dir_name("valentini", 0.0) == "valentini"
+    assert gain_dir_name("valentini", -20.0) == "valentini@-20dB"
+    assert gain_dir_name("valentini", 10.0) == "valentini@+10dB"
+    assert gain_dir_name("valentini", 2.5) == "valentini@+2.5dB"
+    assert gain_dir_name("valentini-20files", -20.0) == "valentini-20files@-20dB"
+
+
+def test_cli_evaluate_at_shifted_input_levels(testset_root, tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "original-seed0"
+    save_checkpoint(run_dir, "original")
+    common = ["evaluate", f"run={run_dir}", "data=valentini", f"data.root={testset_root}",
+              "jobs=2", f"noisy_cache_dir={tmp_path / 'cache'}", "progress=false",
+              "wandb.mode=disabled"]  # fmt: skip
+    noisy = {}
+    folders = {-25: "valentini@-25dB", 10: "valentini@+10dB"}
+    for gain, folder in folders.items():
+        assert main([*common, f"input_gain_db={gain}"]) == 0, capsys.readouterr().err
+        summary = json.loads((run_dir / "eval" / folder / "summary.json").read_text())
+        assert summary["input_gain_db"] == float(gain) and isinstance(
+            summary["input_gain_db"], float
+        )
+        assert summary["pipeline_version"] == PIPELINE_VERSION
+        noisy[gain] = pd.read_csv(summary["noisy_metrics_csv"]).set_index("file")
+        assert (
+            folder in Path(summary["noisy_metrics_csv"]).parent.name
+        )  # the cache is keyed by gain
+    assert not (run_dir / "eval" / "valentini").exists()
+    scored = noisy[10]["pesq"].notna()
+    assert scored.sum() == 4
+    # STOI and SI-SDR ignore a common scale: equal across gains; segmental SNR is equal only if
+    # the input and the reference moved together
+    for metric in ("stoi", "sisdr", "ssnr"):
+        np.testing.assert_allclose(noisy[-25][metric][scored], noisy[10][metric][scored], atol=1e-3)
+    # the model saw the shifted input: its output is not a scaled copy of the 0 dB output
+    enhanced = {g: pd.read_csv(run_dir / "eval" / f / "metrics.csv") for g, f in folders.items()}
+    assert abs(enhanced[-25]["sisdr"].mean() - enhanced[10]["sisdr"].mean()) > 0.01
+
+    # rows of an older pipeline version are scored again, not mixed with new ones
+    out = run_dir / "eval" / "valentini@+10dB"
+    state = json.loads((out / "eval_state.json").read_text())
+    (out / "eval_state.json").write_text(json.dumps({**state, "pipeline_version": 1}))
+    pd.read_csv(out / "metrics.csv").assign(pesq=9.5).to_csv(out / "metrics.csv", index=False)
+    with pytest.warns(UserWarning, match="pipeline version"):
+        assert main([*common, "input_gain_db=10"]) == 0
+    assert (pd.read_csv(out / "metrics.csv")["pesq"].dropna() < 5).all()
+
+    assert main([*common, "input_gain_db=loud"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "input_gain_db=loud" in err
+    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [
+        "valentini@+10dB", "valentini@-25dB"
+    ]  # fmt: skip
