@@ -12,8 +12,8 @@
 #   2. `pip install -e '.[test,reference]'` with cargo kept off PATH (the reference extra is
 #      empty there: deepfilternet/deepfilterlib install on Python <= 3.11 only);
 #   3. checks: numpy >= 2, deepfilterlib and deepfilternet absent;
-#   4. `dfablate train data=mini model=dfn3_tiny trainer=cpu logger=csv` for one short epoch
-#      (a run shorter than one epoch, trainer.max_steps=2, needs the kill-safe-runs fix), then
+#   4. `dfablate train data=mini model=dfn3_tiny trainer=cpu logger=csv trainer.max_steps=2` (a run
+#      shorter than one epoch: it must end with a checkpoint), then
 #      `dfablate score` on real speech, then the model and feature tests (reference ones skip),
 #      or with CHECK_PYTHONS_TESTS=all every test not marked slow.
 set -euo pipefail
@@ -78,8 +78,7 @@ EOF
         cd "$run"
         export DFABLATE_CACHE=$run/cache WANDB_MODE=offline OMP_NUM_THREADS=1
         "$venv/bin/dfablate" train data=mini model=dfn3_tiny trainer=cpu logger=csv \
-            trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=2 \
-            data.batch_size=2 data.crop_seconds=1.0 val_metric_utterances=1 num_threads=1 \
+            trainer.max_steps=2 num_threads=1 \
             callbacks.progress_bar=null name=check
         test -f outputs/check/original-seed43/checkpoints/last.ckpt
         "$venv/bin/dfablate" score "$ROOT/tests/data/clean_freesound_33711.wav" \

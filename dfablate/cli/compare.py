@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
         description=(
             "Compare evaluated runs (run directories or their metrics CSVs); the first variant is "
             "the baseline A. Runs that differ only in the seed form one variant; B - A comes "
-            "with a 95 %% interval and p-value from a t-test on per-run means (paired by seed "
+            "with a 95 % interval and p-value from a t-test on per-run means (paired by seed "
             "when both variants have the same seeds)."
         ),
     )
