@@ -176,9 +176,9 @@ def scoring_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     """`jobs` scoring processes that leave Ctrl-C to this process and exit when it dies.
 
     Forkserver, not fork (no fork of a threaded parent) nor spawn (workers start from a
-    preloaded server). On an exception in the `with` body (Ctrl-C) the queued work is cancelled,
-    the workers stop at once and are gone when the `with` exits; the caller keeps what had
-    finished before.
+    preloaded server). On an exception in the `with` body (Ctrl-C) the workers stop at once and
+    are gone when the `with` exits; every future is then done (cancelled, or failed with
+    BrokenProcessPool) and the caller keeps what had finished before.
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dfablate.scoring"])
@@ -192,7 +192,8 @@ def scoring_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
         # Only the pool's manager thread may cancel its futures: one cancelled from here while
         # still in its pending work makes CPython 3.11's terminate_broken (run when the workers
         # exit) raise InvalidStateError, printed as a thread traceback. The workers ignore
-        # Ctrl-C and exit when this pipe closes; the manager then fails their running work.
+        # Ctrl-C and exit when this pipe closes; the manager then cancels the queued work (or,
+        # if it sees the workers gone first, fails it with the running work) and stops.
         alive_writer.close()
         pool.shutdown(wait=True, cancel_futures=True)
         raise

@@ -292,9 +292,9 @@ def test_parallel_and_serial_runs_write_identical_csvs(dirs, speech, tmp_path):
 
 
 def test_an_interrupted_pool_stops_its_workers_and_no_pool_thread_fails(monkeypatch):
-    """Ctrl-C in the `with` body: the queued work is cancelled, the running work fails, the
-    workers are gone once the `with` exits, and the pool's manager thread raises nothing (a
-    future cancelled behind its back made it print a traceback under `dfablate score`)."""
+    """Ctrl-C in the `with` body: the workers are gone once the `with` exits, no work is left
+    pending or running, and the pool's manager thread raises nothing (a future cancelled behind
+    its back made it print a traceback under `dfablate score`)."""
     thread_errors = []
     monkeypatch.setattr(threading, "excepthook", thread_errors.append)
     with pytest.raises(KeyboardInterrupt), scoring_pool(2) as pool:
@@ -306,9 +306,9 @@ def test_an_interrupted_pool_stops_its_workers_and_no_pool_thread_fails(monkeypa
 
     assert len(workers) == 2 and not any(worker.is_alive() for worker in workers)
     assert all(future.done() for future in futures)
-    started = [future for future in futures if not future.cancelled()]
-    assert 2 <= len(started) < len(futures)
-    assert all(isinstance(future.exception(), BrokenProcessPool) for future in started)
+    failed = [future for future in futures if not future.cancelled()]
+    assert len(failed) >= 2  # the two that were running cannot be cancelled
+    assert all(isinstance(future.exception(), BrokenProcessPool) for future in failed)
     assert thread_errors == []
 
 
