@@ -176,8 +176,9 @@ def scoring_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     """`jobs` scoring processes that leave Ctrl-C to this process and exit when it dies.
 
     Forkserver, not fork (no fork of a threaded parent) nor spawn (workers start from a
-    preloaded server). On an exception in the `with` body the queued work is cancelled and the
-    pool is not waited for; the caller keeps what had finished.
+    preloaded server). On an exception in the `with` body (Ctrl-C) the workers stop at once and
+    are gone when the `with` exits; every future is then done (cancelled, or failed with
+    BrokenProcessPool) and the caller keeps what had finished before.
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dfablate.scoring"])
@@ -188,7 +189,13 @@ def scoring_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     try:
         yield pool
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Only the pool's manager thread may cancel its futures: one cancelled from here while
+        # still in its pending work makes CPython 3.11's terminate_broken (run when the workers
+        # exit) raise InvalidStateError, printed as a thread traceback. The workers ignore
+        # Ctrl-C and exit when this pipe closes; the manager then cancels the queued work (or,
+        # if it sees the workers gone first, fails it with the running work) and stops.
+        alive_writer.close()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
         parent_alive.close()
@@ -201,18 +208,13 @@ def _score_in_processes(
 ) -> None:
     with scoring_pool(jobs) as pool:
         futures = {pool.submit(score_row, pair): pair for pair in pairs}
-        try:
-            for future in as_completed(futures):
-                try:
-                    row, details = future.result()
-                except BrokenProcessPool:
-                    row = failed_row(futures[future][0], "scoring process crashed; rerun to retry")
-                    details = None
-                on_row(row, details)
-        except BaseException:
-            for future in futures:  # the pool's own cancel_futures is lost if it is collected first
-                future.cancel()
-            raise
+        for future in as_completed(futures):
+            try:
+                row, details = future.result()
+            except BrokenProcessPool:
+                row = failed_row(futures[future][0], "scoring process crashed; rerun to retry")
+                details = None
+            on_row(row, details)
 
 
 def _parse_finished(fields: list[str]) -> Row | None:

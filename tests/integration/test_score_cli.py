@@ -9,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from pesq import pesq
 from dfablate.audio import read_audio
 from dfablate.cli import main
 from dfablate.errors import UserError
-from dfablate.scoring import COLUMNS
+from dfablate.scoring import COLUMNS, scoring_pool
 
 DFABLATE = Path(sys.executable).with_name("dfablate")
 RATE = 16000
@@ -287,6 +289,27 @@ def test_parallel_and_serial_runs_write_identical_csvs(dirs, speech, tmp_path):
     args = ["score", str(clean_dir), str(enhanced_dir), "--out", str(parallel), "--jobs", "2"]
     assert main(args) == 0
     assert serial.read_bytes() == parallel.read_bytes()
+
+
+def test_an_interrupted_pool_stops_its_workers_and_no_pool_thread_fails(monkeypatch):
+    """Ctrl-C in the `with` body: the workers are gone once the `with` exits, no work is left
+    pending or running, and the pool's manager thread raises nothing (a future cancelled behind
+    its back made it print a traceback under `dfablate score`)."""
+    thread_errors = []
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
+    with pytest.raises(KeyboardInterrupt), scoring_pool(2) as pool:
+        futures = [pool.submit(time.sleep, 60) for _ in range(8)]
+        while sum(future.running() for future in futures) < 2:
+            time.sleep(0.01)
+        workers = list(pool._processes.values())
+        raise KeyboardInterrupt
+
+    assert len(workers) == 2 and not any(worker.is_alive() for worker in workers)
+    assert all(future.done() for future in futures)
+    failed = [future for future in futures if not future.cancelled()]
+    assert len(failed) >= 2  # the two that were running cannot be cancelled
+    assert all(isinstance(future.exception(), BrokenProcessPool) for future in failed)
+    assert thread_errors == []
 
 
 def test_ctrl_c_stops_the_workers_promptly_and_keeps_finished_rows(dirs, speech, tmp_path):
