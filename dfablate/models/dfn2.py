@@ -12,21 +12,23 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from dfablate.models.dfn3 import Add, Concat
 from dfablate.models.layers import (
+    Add,
+    Concat,
     Conv2dNormAct,
     ConvTranspose2dNormAct,
     DeepFilter,
     DfOpRealUnfold,
+    FeatureEncoder,
     GroupedGRU,
     GroupedLinear,
     GroupedLinearEinsum,
     Mask,
     SqueezedGRU,
     relu,
+    shift_features,
 )
 from dfablate.models.params import ModelConfigError
 
@@ -42,28 +44,15 @@ def _grouped_gru(p: Mapping[str, Any], input_size: int, hidden: int, layers: int
     )
 
 
-class Encoder(nn.Module):
+class Encoder(FeatureEncoder):
     """ERB and deep-filter feature convolutions -> shared embedding (GRU) -> local SNR."""
 
     def __init__(self, p: Mapping[str, Any]):
         super().__init__()
+        self._init_convs(p)
         ch = p["conv_ch"]
-        self.erb_conv0 = Conv2dNormAct(
-            1, ch, kernel_size=p["conv_kernel_inp"], bias=False, separable=True
-        )
-        conv_layer = partial(
-            Conv2dNormAct, ch, ch, kernel_size=p["conv_kernel"], bias=False, separable=True
-        )
-        self.erb_conv1 = conv_layer(fstride=2)
-        self.erb_conv2 = conv_layer(fstride=2)
-        self.erb_conv3 = conv_layer(fstride=1)
-        self.df_conv0 = Conv2dNormAct(
-            2, ch, kernel_size=p["conv_kernel_inp"], bias=False, separable=True
-        )
-        self.df_conv1 = conv_layer(fstride=2)
         emb_in_dim = ch * p["nb_erb"] // 4
         emb_out_dim = p["emb_hidden_dim"]
-        self.df_fc_emb: nn.Module
         if p["gru_type"] == "grouped":
             self.df_fc_emb = GroupedLinear(
                 ch * p["nb_df"] // 2, emb_in_dim, groups=p["linear_groups"]
@@ -72,13 +61,11 @@ class Encoder(nn.Module):
             self.df_fc_emb = nn.Sequential(
                 GroupedLinearEinsum(ch * p["nb_df"] // 2, emb_in_dim, p["linear_groups"]), relu()
             )
-        self.combine: nn.Module
         if p["enc_concat"]:
             emb_in_dim *= 2
             self.combine = Concat()
         else:
             self.combine = Add()
-        self.emb_gru: nn.Module
         if p["gru_type"] == "grouped":
             self.emb_gru = _grouped_gru(p, emb_in_dim, emb_out_dim, 1)
         else:
@@ -89,22 +76,7 @@ class Encoder(nn.Module):
                 linear_groups=p["linear_groups"],
                 linear_act_layer=relu,
             )
-        self.lsnr_fc = nn.Sequential(nn.Linear(emb_out_dim, 1), nn.Sigmoid())
-        self.lsnr_scale = p["lsnr_max"] - p["lsnr_min"]
-        self.lsnr_offset = p["lsnr_min"]
-
-    def forward(self, feat_erb: Tensor, feat_spec: Tensor) -> tuple[Tensor, ...]:
-        e0 = self.erb_conv0(feat_erb)
-        e1 = self.erb_conv1(e0)
-        e2 = self.erb_conv2(e1)
-        e3 = self.erb_conv3(e2)
-        c0 = self.df_conv0(feat_spec)
-        c1 = self.df_conv1(c0)
-        cemb = self.df_fc_emb(c1.permute(0, 2, 3, 1).flatten(2))
-        emb = self.combine(e3.permute(0, 2, 3, 1).flatten(2), cemb)
-        emb, _ = self.emb_gru(emb)
-        lsnr = self.lsnr_fc(emb) * self.lsnr_scale + self.lsnr_offset
-        return e0, e1, e2, e3, emb, c0, lsnr
+        self._init_lsnr(emb_out_dim, p)
 
 
 class ErbDecoder(nn.Module):
@@ -115,7 +87,6 @@ class ErbDecoder(nn.Module):
         ch = p["conv_ch"]
         emb_dim = ch * p["nb_erb"] // 4
         hidden = p["emb_hidden_dim"]
-        self.emb_gru: nn.Module
         self.fc_emb: nn.Module
         if p["gru_type"] == "grouped":
             self.emb_gru = _grouped_gru(p, emb_dim, hidden, p["emb_num_layers"] - 1)
@@ -253,12 +224,6 @@ class DfNet(nn.Module):
         )
         self.df_dec = DfDecoder(p)
 
-    def _shift_features(self, x: Tensor) -> Tensor:
-        la = self.conv_lookahead
-        if la <= 0:
-            return x
-        return torch.nn.functional.pad(x[:, :, la:], (0, 0, 0, la))
-
     def _reshape_coefs(self, coefs: Tensor) -> Tensor:
         """[B, T, F', 2 * O] -> the layout of the DF op (upstream's DfOutputReshape*)."""
         if self.use_alpha:  # DfOutputReshapeOld: [B, T, O, F', 2] (reading the axes as O, 2, F')
@@ -271,7 +236,8 @@ class DfNet(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         feat_spec = feat_spec.squeeze(1).permute(0, 3, 1, 2)
         e0, e1, e2, e3, emb, c0, lsnr = self.enc(
-            self._shift_features(feat_erb), self._shift_features(feat_spec)
+            shift_features(feat_erb, self.conv_lookahead),
+            shift_features(feat_spec, self.conv_lookahead),
         )
         m = self.erb_dec(emb, e3, e2, e1, e0)
         spec = self.mask(spec, m)

@@ -15,27 +15,21 @@ import torch
 from torch import Tensor, nn
 
 from dfablate.models.layers import (
+    Add,
+    Concat,
     Conv2dNormAct,
     ConvTranspose2dNormAct,
     DeepFilter,
+    FeatureEncoder,
     GroupedLinearEinsum,
     Mask,
     SqueezedGRU_S,
     relu,
+    shift_features,
 )
 from dfablate.models.params import ModelConfigError
 
 PI = 3.1415926535897932384626433
-
-
-class Add(nn.Module):
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return a + b
-
-
-class Concat(nn.Module):
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return torch.cat((a, b), dim=-1)
 
 
 def _skip_op(kind: str, in_dim: int, out_dim: int, groups: int, name: str) -> Any:
@@ -51,31 +45,18 @@ def _skip_op(kind: str, in_dim: int, out_dim: int, groups: int, name: str) -> An
     raise ModelConfigError(f"{name} must be none, identity or groupedlinear, got {kind!r}")
 
 
-class Encoder(nn.Module):
+class Encoder(FeatureEncoder):
     """ERB and deep-filter feature convolutions -> shared embedding (GRU) -> local SNR."""
 
     def __init__(self, p: Mapping[str, Any]):
         super().__init__()
+        self._init_convs(p)
         ch = p["conv_ch"]
-        self.erb_conv0 = Conv2dNormAct(
-            1, ch, kernel_size=p["conv_kernel_inp"], bias=False, separable=True
-        )
-        conv_layer = partial(
-            Conv2dNormAct, ch, ch, kernel_size=p["conv_kernel"], bias=False, separable=True
-        )
-        self.erb_conv1 = conv_layer(fstride=2)
-        self.erb_conv2 = conv_layer(fstride=2)
-        self.erb_conv3 = conv_layer(fstride=1)
-        self.df_conv0 = Conv2dNormAct(
-            2, ch, kernel_size=p["conv_kernel_inp"], bias=False, separable=True
-        )
-        self.df_conv1 = conv_layer(fstride=2)
         emb_in_dim = emb_out_dim = ch * p["nb_erb"] // 4
         df_fc_emb = GroupedLinearEinsum(
             ch * p["nb_df"] // 2, emb_in_dim, groups=p["enc_linear_groups"]
         )
         self.df_fc_emb = nn.Sequential(df_fc_emb, relu())
-        self.combine: nn.Module
         if p["enc_concat"]:
             emb_in_dim *= 2
             self.combine = Concat()
@@ -96,22 +77,7 @@ class Encoder(nn.Module):
             linear_groups=p["linear_groups"],
             linear_act_layer=relu,
         )
-        self.lsnr_fc = nn.Sequential(nn.Linear(emb_out_dim, 1), nn.Sigmoid())
-        self.lsnr_scale = p["lsnr_max"] - p["lsnr_min"]
-        self.lsnr_offset = p["lsnr_min"]
-
-    def forward(self, feat_erb: Tensor, feat_spec: Tensor) -> tuple[Tensor, ...]:
-        e0 = self.erb_conv0(feat_erb)  # [B, C, T, E]
-        e1 = self.erb_conv1(e0)  # [B, C, T, E/2]
-        e2 = self.erb_conv2(e1)  # [B, C, T, E/4]
-        e3 = self.erb_conv3(e2)  # [B, C, T, E/4]
-        c0 = self.df_conv0(feat_spec)  # [B, C, T, F']
-        c1 = self.df_conv1(c0)  # [B, C, T, F'/2]
-        cemb = self.df_fc_emb(c1.permute(0, 2, 3, 1).flatten(2))  # [B, T, C * E/4]
-        emb = self.combine(e3.permute(0, 2, 3, 1).flatten(2), cemb)
-        emb, _ = self.emb_gru(emb)  # [B, T, C * E/4]
-        lsnr = self.lsnr_fc(emb) * self.lsnr_scale + self.lsnr_offset
-        return e0, e1, e2, e3, emb, c0, lsnr
+        self._init_lsnr(emb_out_dim, p)
 
 
 class ErbDecoder(nn.Module):
@@ -232,19 +198,13 @@ class DfNet(nn.Module):
         self.df_op = DeepFilter(p["nb_df"], p["df_order"], p["df_lookahead"])
         self.df_dec = DfDecoder(p)
 
-    def _shift_features(self, x: Tensor) -> Tensor:
-        """Drop the first `conv_lookahead` frames and zero-pad the end (upstream's pad_feat)."""
-        la = self.conv_lookahead
-        if la <= 0:
-            return x
-        return torch.nn.functional.pad(x[:, :, la:], (0, 0, 0, la))
-
     def forward(
         self, spec: Tensor, feat_erb: Tensor, feat_spec: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         feat_spec = feat_spec.squeeze(1).permute(0, 3, 1, 2)  # [B, 2, T, nb_df]
         e0, e1, e2, e3, emb, c0, lsnr = self.enc(
-            self._shift_features(feat_erb), self._shift_features(feat_spec)
+            shift_features(feat_erb, self.conv_lookahead),
+            shift_features(feat_spec, self.conv_lookahead),
         )
         m = self.erb_dec(emb, e3, e2, e1, e0)
         spec_m = self.mask(spec, m)
