@@ -1,11 +1,6 @@
-"""The statistics of a comparison: B - A per metric against seed-to-seed spread, per condition.
-
-The question answered: does variant B (e.g. the fixed normalisation) change quality against the
-baseline A by more than retraining with another seed does? Every trained run adds its own offset
-to all of its files' scores, so the headline treats the run as the unit: a t-test on per-run means
-(`dfablate.seed_stats`). Per-file tables show where the difference comes from. Inputs are per-file
-metric CSVs (`file,<metrics...>,error`), usually `<run_dir>/eval/<dataset>[@<G>dB]/metrics.csv`.
-All metrics are "higher is better".
+"""The statistics of a comparison (`compare_runs`): per variant, gain and metric, B - A of the
+per-run means with the seed-aware test of `dfablate.seed_stats`, the file-level Wilcoxon p and
+the per-file tables. What is compared and why: the package docstring of `dfablate.comparison`.
 """
 
 from __future__ import annotations
