@@ -216,6 +216,13 @@ def test_summary_columns_against_scipy_and_statsmodels(tmp_path, paired):
     np.testing.assert_allclose(wide["pesq_rel_diff_pct"], 100 * (b_file - a_file) / a_file)
     assert {"sisdr_a", "sisdr_b", "sisdr_diff", "sisdr_rel_diff_pct"} <= set(wide.columns)
     assert "wilcoxon_p" not in summary.columns and "seed_verdict" not in summary.columns
+    # seed_means.csv: one row per run, its mean over the compared files
+    seeds = pd.read_csv(out / "seed_means.csv")
+    assert len(seeds) == len(runs) and set(seeds["gain_db"]) == {0.0}
+    for variant, group in (("original", runs[:3]), ("fixed", runs[3:])):
+        rows = seeds[seeds["variant"] == variant].sort_values("seed")
+        np.testing.assert_allclose(rows["pesq"], per_run_means(group, "pesq"))
+        np.testing.assert_allclose(rows["sisdr"], per_run_means(group, "sisdr"))
 
 
 def test_welch_option_against_scipy(tmp_path):
