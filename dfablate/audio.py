@@ -72,3 +72,20 @@ def load_audio(path: str | Path, sample_rate: int, *, mono: bool = True) -> np.n
     """Read a file (see `read_audio`) and resample it to `sample_rate`."""
     data, rate = read_audio(path, mono=mono)
     return resample(data, rate, sample_rate)
+
+
+# An input gain beyond this says nothing about a recording's level any more, and far beyond it
+# float32 audio scaled by 10^(G/20) overflows (about 770 dB) and the metrics fail.
+MAX_GAIN_DB = 120.0
+
+
+def is_gain_db(value) -> bool:
+    """Whether `value` is a usable gain in dB: a finite number (not a bool) within
+    +-MAX_GAIN_DB."""
+    if isinstance(value, bool):
+        return False
+    try:
+        gain = float(value)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(gain)) and abs(gain) <= MAX_GAIN_DB

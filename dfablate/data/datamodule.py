@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from dfablate.audio import load_audio
+from dfablate.audio import MAX_GAIN_DB, is_gain_db, load_audio
 from dfablate.data.mini import ensure_mini
 from dfablate.data.valentini import (
     Pair,
@@ -250,15 +250,15 @@ def _gains(gains_db) -> tuple[float, ...]:
     """`data.gains_db` as a tuple of finite gains in dB; one-line UserError otherwise."""
     values = [gains_db] if isinstance(gains_db, int | float) else gains_db
     try:
-        gains = tuple(float(g) for g in values)
-    except (TypeError, ValueError):
-        gains = ()
-    if not gains or not all(np.isfinite(gains)) or any(isinstance(g, bool) for g in values):
+        values = list(values)
+    except TypeError:
+        values = []
+    if not values or not all(is_gain_db(g) for g in values):
         raise UserError(
-            f"data option gains_db={gains_db} must be a non-empty list of gains in dB, e.g. "
-            "[-6, 0, 6] (DeepFilterNet's) or [0] (no augmentation)"
+            f"data option gains_db={gains_db} must be a non-empty list of gains in dB within "
+            f"+-{MAX_GAIN_DB:g}, e.g. [-6, 0, 6] (DeepFilterNet's) or [0] (no augmentation)"
         )
-    return gains
+    return tuple(float(g) for g in values)
 
 
 def _batch_size_schedule(schedule) -> dict[int, int] | None:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-
+from dfablate.audio import MAX_GAIN_DB, is_gain_db
 from dfablate.errors import UserError
 
 
@@ -23,14 +22,12 @@ def gain_factor(input_gain_db: float) -> float:
 
 
 def check_gain_db(value, option: str) -> float:
-    """`value` as a finite gain in dB; a UserError naming `option` otherwise."""
-    try:
-        gain = float(value)
-    except (TypeError, ValueError):
-        gain = float("nan")
-    if isinstance(value, bool) or not np.isfinite(gain):
-        raise UserError(f"{option}={value}: must be a finite number of dB (e.g. -20, 0, 10)")
-    return gain + 0.0  # -0.0 is 0 dB
+    """`value` as a gain in dB (`audio.is_gain_db`); a UserError naming `option` otherwise."""
+    if not is_gain_db(value):
+        raise UserError(
+            f"{option}={value}: must be a number of dB within +-{MAX_GAIN_DB:g} (e.g. -20, 0, 10)"
+        )
+    return float(value) + 0.0  # -0.0 is 0 dB
 
 
 def gain_dir_name(dataset: str, input_gain_db: float) -> str:

@@ -62,7 +62,7 @@ def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
     assert {path: path.stat().st_mtime_ns for path in outputs} == stamps
 
 
-@pytest.mark.parametrize("gains", ["5", "[]", "[0,loud]"])
+@pytest.mark.parametrize("gains", ["5", "[]", "[0,loud]", "[0,1e9]"])
 def test_bad_input_gains_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys, gains):
     monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
     args = ["ablate", "data=mini", "logger=none", f"output_root={tmp_path / 'out'}",

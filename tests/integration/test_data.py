@@ -170,7 +170,7 @@ def test_gain_augmentation_is_seeded_per_example_and_scales_noisy_and_clean(mini
     assert augmented.val_set.gains_db == (0.0,)
 
 
-@pytest.mark.parametrize("gains", [[], "loud", [0, float("nan")]])
+@pytest.mark.parametrize("gains", [[], "loud", [0, float("nan")], [0, 500], [True]])
 def test_bad_gains_are_one_line_errors(mini_root, gains):
     with pytest.raises(UserError, match="data option gains_db="):
         ValentiniDataModule(mini_root, gains_db=gains)

@@ -232,9 +232,11 @@ def test_cli_evaluate_at_shifted_input_levels(testset_root, tmp_path, capsys):
         assert main([*common, "input_gain_db=10"]) == 0
     assert (pd.read_csv(out / "metrics.csv")["pesq"].dropna() < 5).all()
 
-    assert main([*common, "input_gain_db=loud"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "input_gain_db=loud" in err
+    for bad in ("loud", "1e9", "-121"):  # not a number; past float32 audio; beyond +-120 dB
+        assert main([*common, f"input_gain_db={bad}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "input_gain_db=" in err and "Traceback" not in err
+        assert "within +-120" in err
     assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [
         "valentini@+10dB", "valentini@-25dB"
     ]  # fmt: skip
