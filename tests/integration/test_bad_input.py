@@ -175,3 +175,45 @@ def test_interrupted_evaluate_says_how_to_resume(short_run, tmp_path, capsys, mo
     monkeypatch.undo()
     assert main(err[-1].split("continue with: dfablate ", 1)[1].split()) == 0
     assert len(pd.read_csv(tmp_path / "eval" / "metrics.csv")) == 3
+
+
+TRAIN_CASES = {
+    "gains-word": (["data.gains_db=[abc]"], "data option gains_db=['abc'] must be"),
+    "batch-size-0": (["data.batch_size=0"], "data option batch_size=0 must be at least 1"),
+    "crop-negative": (["data.crop_seconds=-1"], "data option crop_seconds=-1 must be at least"),
+    "val-speakers": (["data.val_speakers=[nobody]"], "val_speakers nobody not found in"),
+    "no-valentini": (["data=valentini", "data.root={folder}/valentini", "logger=wandb"], "{folder}/valentini"),
+    "gpu": (["trainer=gpu"], "trainer.accelerator=gpu: no CUDA GPU here"),
+    "resume-maybe": (["resume=maybe"], "resume=maybe: must be true or false"),
+    "threads-negative": (["num_threads=-1"], "num_threads=-1: must be at least 0"),
+    "no-epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0: nothing to train"),
+    "no-batches": (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: nothing to train"),
+    "output-root-file": (["output_root={speech}"], "output_root {speech}: is a file"),
+    "output-root-unwritable": (["output_root=/proc/x"], "output_root /proc/x: cannot write in /proc"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_refused_train_writes_nothing(case, inputs, mini_cache, capsys, monkeypatch):
+    """Every data, trainer and device setting is checked before Hydra makes the run folder
+    and before W&B starts: no run folder, no `new run in`, no Hydra or W&B lines."""
+    if case == "gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    folder = inputs["folder"]
+    monkeypatch.chdir(folder)
+    extra, expected = TRAIN_CASES[case]
+    names = {key: str(path) for key, path in inputs.items()}
+    argv = ["train", "data=mini", "model=dfn3_tiny", "trainer=cpu", "logger=csv",
+            f"output_root={folder / 'outputs'}"] + [arg.format(**names) for arg in extra]  # fmt: skip
+    before = _hashes(folder)
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert expected.format(**names) in err[0], err
+    assert "new run in" not in captured.out and "wandb" not in captured.out + captured.err
+    assert _hashes(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["speech.wav", "binary.dat", "truncated.wav", "a.csv", "b.csv"]
+    )
