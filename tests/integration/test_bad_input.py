@@ -58,6 +58,7 @@ CASES = {
     "features-truncated": (["features", "{truncated}"], "{truncated}: truncated"),
     "score-out-binary": (["score", "{speech}", "{speech}", "--out", "{binary}"], "{binary} exists but is not a metrics CSV"),
     "download-not-a-url": (["data", "download-valentini", "--base-url", "not a url", "--root", "{folder}/valentini"], "--base-url 'not a url'"),
+    "download-refused": (["data", "download-valentini", "--root", "{folder}/valentini", "--base-url", "file://{folder}/nothing/"], "nothing/clean_trainset_28spk_wav.zip: can"),
     "download-root-file": (["data", "download-valentini", "--root", "{speech}"], "--root {speech}: is a file"),
     "make-mini-out-file": (["data", "make-mini", "--out", "{speech}"], "--out {speech}: is a file"),
     "compare-out-file": (["compare", "{a}", "{b}", "--out", "{speech}"], "--out {speech}: is a file"),
@@ -66,6 +67,16 @@ CASES = {
     "evaluate-unknown-key": (["evaluate", "run={run}", "+norm=original"], "+norm=original: evaluate has no option 'norm'"),
     "evaluate-data-root-not-in-run-data": (["evaluate", "run={run}", "data.root=/nonexistent"], "data.root=/nonexistent: the data this run trained on (mini) has no data.root"),
     "evaluate-expect-norm": (["evaluate", "run={run}", "expect_norm=bogus"], "expect_norm=bogus: unknown normalisation 'bogus'"),
+    "evaluate-out-dir-file": (["evaluate", "run={run}", "out_dir={speech}"], "out_dir {speech}: is a file"),
+    "evaluate-out-dir-unwritable": (["evaluate", "run={run}", "out_dir=/proc/x"], "out_dir /proc/x: cannot write"),
+    "evaluate-jobs-negative": (["evaluate", "run={run}", "jobs=-3", "out_dir={folder}/eval"], "jobs=-3: must be at least 0"),
+    "evaluate-threads-negative": (["evaluate", "run={run}", "num_threads=-1"], "num_threads=-1: must be at least 0"),
+    "evaluate-run-without-config": (["evaluate", "run={bare_run}"], "run={bare_run}: no recorded config"),
+    "make-mini-seed": (["data", "make-mini", "--out", "{folder}/mini", "--seed", "-1"], "--seed -1: must be"),
+    "features-missing": (["features", "{folder}/missing.wav"], "{folder}/missing.wav: no such file"),
+    "features-folder": (["features", "{folder}"], "{folder}: is a directory"),
+    "features-csv-not-ours": (["features", "{speech}", "--csv", "{speech}"], "--csv {speech}: exists but is not a features CSV"),
+    "score-long-name": (["score", "{speech}", "{speech}", "--out", "{folder}/new/%s.csv" % ("x" * 300)], "is longer than 255 bytes"),
     "evaluate-device": (["evaluate", "run={run}", "device=cuda"], "device=cuda: CUDA is not available here"),
 }  # fmt: skip
 
@@ -75,7 +86,10 @@ def test_bad_input_is_one_line_and_changes_nothing(case, inputs, short_run, caps
     if case == "evaluate-device" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     argv, expected = CASES[case]
-    names = {key: str(path) for key, path in inputs.items()} | {"run": str(short_run.run_dir)}
+    bare_run = inputs["folder"] / "bare-run"  # a checkpoint without .hydra/config.yaml
+    shutil.copytree(short_run.run_dir / "checkpoints", bare_run / "checkpoints")
+    names = {key: str(path) for key, path in inputs.items()} | {
+        "run": str(short_run.run_dir), "bare_run": str(bare_run)}  # fmt: skip
     argv = [arg.format(**names) for arg in argv]
     before = _hashes(inputs["folder"], short_run.run_dir)
     capsys.readouterr()
