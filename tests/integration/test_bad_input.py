@@ -77,6 +77,12 @@ CASES = {
     "features-folder": (["features", "{folder}"], "{folder}: is a directory"),
     "features-csv-not-ours": (["features", "{speech}", "--csv", "{speech}"], "--csv {speech}: exists but is not a features CSV"),
     "score-long-name": (["score", "{speech}", "{speech}", "--out", "{folder}/new/%s.csv" % ("x" * 300)], "is longer than 255 bytes"),
+    "ablate-unknown-key": (["ablate", "output_root={folder}/out", "ablate.bogus=1"], "ablate.bogus=1: ablate.bogus is not an ablate setting"),
+    "ablate-typo": (["ablate", "output_root={folder}/out", "ablate.evaluate.input_gain_db=[5]"], "ablate.evaluate.input_gain_db is not an ablate setting (configs/ablate.yaml declares them); did you mean evaluate.input_gains_db?"),
+    "ablate-experiment-section": (["ablate", "output_root={folder}/out", "+ablate.evaluate.bogus=1"], "the experiment's ablate: section: ablate.evaluate.bogus is not an ablate setting"),
+    "ablate-max-files": (["ablate", "output_root={folder}/out", "ablate.evaluate.max_files=abc"], "ablate.evaluate.max_files=abc: must be a whole number"),
+    "ablate-compare-dir-file": (["ablate", "output_root={folder}/out", "ablate.compare_dir={speech}"], "ablate.compare_dir {speech}: is a file"),
+    "ablate-jobs-negative": (["ablate", "output_root={folder}/out", "ablate.evaluate.jobs=-1"], "ablate.evaluate.jobs=-1: must be at least 0"),
     "evaluate-device": (["evaluate", "run={run}", "device=cuda"], "device=cuda: CUDA is not available here"),
 }  # fmt: skip
 
@@ -231,3 +237,20 @@ def test_refused_train_writes_nothing(case, inputs, mini_cache, capsys, monkeypa
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["speech.wav", "binary.dat", "truncated.wav", "a.csv", "b.csv"]
     )
+
+
+def test_ablate_schema_is_ablate_yaml_and_an_empty_mapping_is_open():
+    """Keys come from configs/ablate.yaml itself; a key declared `{}` takes any children (the
+    metric names of a mapping such as `compare.margins`), others only declared ones."""
+    from dfablate.ablate import check_ablate_keys
+    from dfablate.config import config_file
+    from dfablate.errors import UserError
+
+    shipped = OmegaConf.load(config_file("ablate.yaml"))
+    check_ablate_keys(shipped, {"evaluate": {"jobs": 2, "input_gains_db": [0]}}, "cli")
+    schema = OmegaConf.merge(shipped, {"compare": {"margins": {}}})
+    check_ablate_keys(schema, {"compare": {"margins": {"pesq": 0.1, "stoi": 0.01}}}, "cli")
+    with pytest.raises(UserError, match=r"cli: ablate.compare.bogus is not an ablate setting"):
+        check_ablate_keys(schema, {"compare": {"bogus": 1}}, "cli")
+    with pytest.raises(UserError, match=r"ablate.evaluate.jobz is not.*did you mean evaluate.jobs"):
+        check_ablate_keys(shipped, {"evaluate": {"jobz": 1}}, "cli")
