@@ -242,15 +242,20 @@ def _check_trainer(cfg) -> None:
             )
 
 
-def _check_data(cfg) -> None:
-    """The data settings and the dataset's folders (listing only, no file opened)."""
+def build_datamodule(cfg) -> Any:
+    """The run's data module: its crops, gains and order follow the run's seed."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     try:
-        datamodule = instantiate(cfg.data, seed=int(cfg.seed))
+        return instantiate(cfg.data, seed=int(cfg.seed))
     except InstantiationException as exc:
         raise as_user_error(exc) from exc
+
+
+def _check_data(cfg) -> None:
+    """The data settings and the dataset's folders (listing only, no file opened)."""
+    datamodule = build_datamodule(cfg)
     if hasattr(datamodule, "training_pairs"):
         datamodule.training_pairs()
 
@@ -408,7 +413,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, seed=int(cfg.seed))  # crops and order follow the run seed
+    datamodule = build_datamodule(cfg)
     system = DfnSystem(
         norm=cfg.norm.name,
         model=resolved["model"],
