@@ -96,7 +96,8 @@ def score_pair(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int) -> dic
     if clean16.size <= _FRAME_LEN + _HOP:
         shortest = (_FRAME_LEN + _HOP + 1) / METRIC_RATE
         raise MetricError(
-            f"too short to score: {clean.size / sample_rate:.3f} s (at least {shortest:.3f} s)"
+            f"too short to score: {clean.size} samples ({clean.size / sample_rate:.3f} s); "
+            f"the metrics need at least {shortest:.3f} s"
         )
     pesq_wb = wideband_pesq(clean16, enhanced16)
     scores = {"pesq": pesq_wb, "stoi": stoi(clean16, enhanced16, METRIC_RATE)}

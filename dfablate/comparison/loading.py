@@ -186,7 +186,14 @@ def read_scores(csv_path: Path) -> pd.DataFrame:
     duplicated = table["file"][table["file"].duplicated()]
     if len(duplicated):
         raise UserError(f"{csv_path}: file '{duplicated.iloc[0]}' appears more than once")
-    scores = table.set_index("file")[metric_columns].apply(pd.to_numeric, errors="coerce")
+    raw = table.set_index("file")[metric_columns]
+    scores = raw.apply(pd.to_numeric, errors="coerce")
+    not_numbers = scores.isna() & raw.notna()  # a word, not a failed score (empty or nan)
+    if not_numbers.any().any():
+        file, column = not_numbers.stack().loc[lambda cells: cells].index[0]
+        raise UserError(
+            f"{csv_path}: {column} of {file} is {raw.at[file, column]!r}, not a number"
+        )
     return scores.astype(float)
 
 

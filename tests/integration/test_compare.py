@@ -503,3 +503,13 @@ def test_robustness_band_uses_count_minus_one_degrees_of_freedom():
     assert half[0] == pytest.approx(stats.t.ppf(0.975, 2) / np.sqrt(3))
     assert half[1] == pytest.approx(stats.t.ppf(0.975, 1) * 2.0 / np.sqrt(2))
     assert np.isnan(half[2])
+
+
+def test_a_word_in_a_metrics_csv_is_named_not_taken_for_a_scoring_error(tmp_path, capsys):
+    a = write_csv(tmp_path / "a.csv", {"pesq": [2.0, 1.0, 4.0, 2.5]})
+    b = tmp_path / "b.csv"
+    b.write_text("file,pesq,error\nf1.wav,3.0,\nf2.wav,abc,\nf3.wav,nan,failed\nf4.wav,2.0,\n")
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {b}: pesq of f2.wav is 'abc', not a number"]
+    assert not (tmp_path / "o").exists()

@@ -306,12 +306,17 @@ def test_empty_and_narrow_band_files_say_what_is_wrong(dirs, speech, tmp_path, c
     sf.write(clean_dir / "empty.wav", np.zeros(0, np.float32), RATE)
     sf.write(enhanced_dir / "empty.wav", np.zeros(0, np.float32), RATE)
     clean, noise = speech
+    sf.write(clean_dir / "tiny.wav", clean[1000:1004], RATE)
+    sf.write(enhanced_dir / "tiny.wav", noise[1000:1004], RATE)
     sf.write(clean_dir / "narrow.wav", clean[::2], RATE // 2)
     sf.write(enhanced_dir / "narrow.wav", (clean + 0.2 * noise)[::2], RATE // 2)
     with pytest.warns(UserWarning, match="8000 Hz audio scored with wide-band PESQ"):
         main(["score", str(clean_dir), str(enhanced_dir), "--out", str(tmp_path / "m.csv")])
     rows = _read_csv(tmp_path / "m.csv")
     assert rows["empty.wav"]["error"] == f"{clean_dir / 'empty.wav'}: file holds no audio samples"
+    assert rows["tiny.wav"]["error"] == (
+        "too short to score: 4 samples (0.000 s); the metrics need at least 0.038 s"
+    )
     assert rows["narrow.wav"]["error"] == ""
 
 
