@@ -247,9 +247,7 @@ def check_ablate_settings(settings) -> None:
         check_output_dir(Path(str(settings.compare_dir)), f"{ABLATE_PREFIX}compare_dir")
     mode = settings.wandb.get("mode")
     if mode not in (None, "auto", "online", "offline", "disabled"):
-        raise UserError(
-            f"{ABLATE_PREFIX}wandb.mode={mode}: use auto, online, offline or disabled"
-        )
+        raise UserError(f"{ABLATE_PREFIX}wandb.mode={mode}: use auto, online, offline or disabled")
 
 
 def input_gains(value) -> list[float]:

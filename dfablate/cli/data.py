@@ -51,7 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument(
         "--sample-rate", type=int, default=48000, help="the model's rate (default: 48000)"
     )
-    verify.add_argument("--jobs", type=int, default=4, help="files read in parallel (default: 4; 0: all cores)")
+    verify.add_argument(
+        "--jobs", type=int, default=4, help="files read in parallel (default: 4; 0: all cores)"
+    )
     verify.set_defaults(handler=run_verify)
 
     mini = actions.add_parser(
@@ -95,9 +97,8 @@ def run_make_mini(args: argparse.Namespace) -> int:
     import json
 
     from dfablate.data.mini import MARKER, make_mini
-    from dfablate.paths import check_output_dir
-
     from dfablate.errors import UserError
+    from dfablate.paths import check_output_dir
 
     if args.seed < 0:
         raise UserError(f"--seed {args.seed}: must be a whole number, 0 or more")

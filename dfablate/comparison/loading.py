@@ -191,9 +191,7 @@ def read_scores(csv_path: Path) -> pd.DataFrame:
     not_numbers = scores.isna() & raw.notna()  # a word, not a failed score (empty or nan)
     if not_numbers.any().any():
         file, column = not_numbers.stack().loc[lambda cells: cells].index[0]
-        raise UserError(
-            f"{csv_path}: {column} of {file} is {raw.at[file, column]!r}, not a number"
-        )
+        raise UserError(f"{csv_path}: {column} of {file} is {raw.at[file, column]!r}, not a number")
     return scores.astype(float)
 
 

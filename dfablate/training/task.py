@@ -227,9 +227,7 @@ def _check_trainer(cfg) -> None:
         )
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"trainer.accelerator={accelerator}: no CUDA GPU here; use trainer=cpu"
-        )
+        raise UserError(f"trainer.accelerator={accelerator}: no CUDA GPU here; use trainer=cpu")
     if accelerator not in ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu"):
         raise UserError(f"trainer.accelerator={accelerator}: not an accelerator (auto, cpu, gpu)")
     devices = OmegaConf.select(cfg, "trainer.devices")

@@ -254,3 +254,35 @@ def test_ablate_schema_is_ablate_yaml_and_an_empty_mapping_is_open():
         check_ablate_keys(schema, {"compare": {"bogus": 1}}, "cli")
     with pytest.raises(UserError, match=r"ablate.evaluate.jobz is not.*did you mean evaluate.jobs"):
         check_ablate_keys(shipped, {"evaluate": {"jobz": 1}}, "cli")
+
+
+VERBOSE_CASES = {
+    "train": ["train", "data=mini", "logger=csv", "resume=maybe", "output_root={folder}/out"],
+    "evaluate": ["evaluate", "run={folder}/no-such-run"],
+    "compare": ["compare", "{a}", "{a}", "--out", "{folder}/cmp"],
+    "ablate": ["ablate", "output_root={folder}/out", "ablate.bogus=1"],
+    "score": ["score", "{speech}", "{folder}/missing.wav", "--out", "{folder}/m.csv"],
+    "features": ["features", "{folder}/missing.wav"],
+    "data": ["data", "make-mini", "--out", "{folder}/mini", "--seed", "-1"],
+}
+
+
+@pytest.mark.parametrize("command", list(VERBOSE_CASES))
+def test_verbose_after_the_subcommand_only_adds_the_traceback(command, inputs, capsys):
+    """`dfablate COMMAND ... -v` (Hydra would read -v as an override) and `dfablate -v
+    COMMAND ...`: the same exit code 2 and error line as without -v, plus the traceback."""
+    names = {key: str(path) for key, path in inputs.items()}
+    argv = [arg.format(**names) for arg in VERBOSE_CASES[command]]
+    before = _hashes(inputs["folder"])
+    capsys.readouterr()
+    assert main(argv) == 2
+    plain = capsys.readouterr().err.strip().splitlines()
+    assert len(plain) == 1 and plain[0].startswith("error: "), plain
+    for verbose in ([argv[0], "-v", *argv[1:]], ["-v", *argv], [*argv, "--verbose"]):
+        assert main(verbose) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0] == "Traceback (most recent call last):" and err[-1] == plain[0], err
+    assert _hashes(inputs["folder"]) == before
+    assert sorted(p.name for p in inputs["folder"].iterdir()) == sorted(
+        ["speech.wav", "binary.dat", "truncated.wav", "a.csv", "b.csv"]
+    )

@@ -21,7 +21,6 @@ from pesq import pesq
 
 from dfablate.audio import read_audio
 from dfablate.cli import main
-from dfablate.errors import UserError
 from dfablate.scoring import COLUMNS, scoring_pool
 
 DFABLATE = Path(sys.executable).with_name("dfablate")
