@@ -12,17 +12,14 @@ def check_core_count(value: object, option: str) -> int | None:
     """`value` as a count (None: all cores; 0 is the same as None); UserError otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise UserError(f"{option}={value}: must be a whole number (0 or unset: all cores)")
+    count = value
     if isinstance(value, str):
         try:
-            value = int(value)
+            count = int(value)
         except ValueError:
-            raise UserError(
-                f"{option}={value}: must be a whole number (0 or unset: all cores)"
-            ) from None
-    if not isinstance(value, int):
+            pass
+    if isinstance(count, bool) or not isinstance(count, int):
         raise UserError(f"{option}={value}: must be a whole number (0 or unset: all cores)")
-    if value < 0:
+    if count < 0:
         raise UserError(f"{option}={value}: must be at least 0 (0 or unset: all cores)")
-    return value or None
+    return count or None
