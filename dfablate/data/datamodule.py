@@ -286,4 +286,6 @@ def mini_datamodule(
     cache_dir: str | Path | None = None, mini_seed: int = 0, **options
 ) -> ValentiniDataModule:
     """The data module on the mini corpus, built into `cache_dir` on first use (for data=mini)."""
+    if isinstance(mini_seed, bool) or not isinstance(mini_seed, int) or mini_seed < 0:
+        raise UserError(f"data option mini_seed={mini_seed} must be a whole number, 0 or more")
     return ValentiniDataModule(ensure_mini(cache_dir, mini_seed), **options)

@@ -225,6 +225,7 @@ def _check_trainer(cfg) -> None:
             f"trainer.limit_train_batches={limit}: nothing to train; give a fraction in (0, 1] "
             "or a number of batches"
         )
+    _check_trainer_arguments(cfg)
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"trainer.accelerator={accelerator}: no CUDA GPU here; use trainer=cpu")
@@ -238,6 +239,27 @@ def _check_trainer(cfg) -> None:
             raise UserError(
                 f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} GPU(s)"
             )
+
+
+def _check_trainer_arguments(cfg) -> None:
+    """Keys Lightning's Trainer does not take, and a precision it does not know."""
+    import inspect
+
+    import lightning as L
+    from lightning.fabric.connector import _convert_precision_to_unified_args
+
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer.get("_target_") in ("lightning.pytorch.Trainer", "lightning.Trainer"):
+        accepted = set(inspect.signature(L.Trainer.__init__).parameters)
+        unknown = sorted(set(trainer) - accepted - {"_target_"})
+        if unknown:
+            raise UserError(f"trainer.{unknown[0]}: not an argument of Lightning's Trainer")
+    precision = trainer.get("precision")
+    if precision is not None:
+        try:
+            _convert_precision_to_unified_args(precision)
+        except ValueError as exc:
+            raise UserError(f"trainer.precision={precision}: {one_line(exc)}") from None
 
 
 def build_datamodule(cfg) -> Any:

@@ -208,6 +208,9 @@ TRAIN_CASES = {
     "threads-negative": (["num_threads=-1"], "num_threads=-1: must be at least 0"),
     "no-epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0: nothing to train"),
     "no-batches": (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: nothing to train"),
+    "mini-seed": (["data.mini_seed=-1"], "data option mini_seed=-1 must be a whole number"),
+    "trainer-unknown-key": (["+trainer.bogus=1"], "trainer.bogus: not an argument of Lightning's Trainer"),
+    "precision": (["trainer.precision=fp8"], "trainer.precision=fp8: Precision 'fp8' is invalid"),
     "output-root-file": (["output_root={speech}"], "output_root {speech}: is a file"),
     "output-root-unwritable": (["output_root=/proc/x"], "output_root /proc/x: cannot write in /proc"),
 }  # fmt: skip
