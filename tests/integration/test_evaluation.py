@@ -18,6 +18,7 @@ from wandb_offline import read_offline_run
 from dfablate.audio import load_audio
 from dfablate.cli import main
 from dfablate.data.valentini import find_pairs
+from dfablate.errors import UserError
 from dfablate.evaluation import PIPELINE_VERSION, evaluate_model, gain_dir_name
 from dfablate.evaluation import TestSet as EvalSet  # not collected by pytest
 from dfablate.scoring import COLUMNS
@@ -281,3 +282,18 @@ def test_input_gains_and_reused_folders(testset_root, tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="re-evaluating"):
         again = ssnr(10.0, out)
     np.testing.assert_allclose(again, at_zero, atol=1e-3)
+
+
+def test_a_foreign_metrics_csv_in_out_dir_is_left_alone(testset_root, tmp_path):
+    """out_dir= holding a metrics.csv that is not one (a user's own table): refused, kept."""
+    system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
+    test_set = EvalSet("toy", testset_root, find_pairs(testset_root, "test")[:1])
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "metrics.csv").write_text("name,score\nx,1\n")
+    with pytest.raises(UserError, match="exists but is not a metrics CSV"):
+        evaluate_model(system.features, system.dfnet, test_set, out,
+                       identity={"checkpoint_sha1": "abc"}, noisy_cache_dir=tmp_path / "cache",
+                       jobs=1, progress=False)  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv"]
+    assert (out / "metrics.csv").read_text() == "name,score\nx,1\n"
