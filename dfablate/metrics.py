@@ -92,7 +92,11 @@ def score_pair(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int) -> dic
     clean16 = resample(clean, sample_rate, METRIC_RATE)
     enhanced16 = resample(enhanced, sample_rate, METRIC_RATE)
     if clean16.size <= _FRAME_LEN + _HOP:
-        raise MetricError(f"too short to score: {clean.size / sample_rate:.3f} s")
+        shortest = (_FRAME_LEN + _HOP + 1) / METRIC_RATE
+        raise MetricError(
+            f"too short to score: {clean.size} samples ({clean.size / sample_rate:.3f} s); "
+            f"the metrics need at least {shortest:.3f} s"
+        )
     pesq_wb = wideband_pesq(clean16, enhanced16)
     scores = {"pesq": pesq_wb, "stoi": stoi(clean16, enhanced16, METRIC_RATE)}
     scores.update(composite(clean16, enhanced16, pesq_wb))

@@ -13,6 +13,7 @@ rows whose audio changed after the CSV was written, are scored again by the next
 from __future__ import annotations
 
 import csv
+import fcntl
 import logging
 import math
 import multiprocessing
@@ -236,11 +237,24 @@ class MetricsCsv:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
+    def files(self) -> set[str]:
+        """The file name of every line (scored or failed); UserError if not a metrics CSV."""
+        return {fields[0] for fields in self._lines() if fields}
+
     def finished(self, keep: Callable[[str], bool] = lambda name: True) -> dict[str, Row]:
         """Rows scored without error whose file `keep` accepts; partial lines and failures
         (scored again: the file may have been fixed since) are left out."""
+        rows = {}
+        for fields in self._lines():
+            row = _parse_finished(fields) if fields and keep(fields[0]) else None
+            if row is not None:
+                rows[row["file"]] = row
+        return rows
+
+    def _lines(self) -> list[list[str]]:
+        """The lines after the header; UserError naming the file when it is not a metrics CSV."""
         if not self.path.exists():
-            return {}
+            return []
         with self.path.open(newline="") as handle:
             reader = csv.reader(handle)
             try:
@@ -249,18 +263,13 @@ class MetricsCsv:
             except (UnicodeDecodeError, csv.Error):  # a binary file
                 header, lines = ["(not text)"], []
         if header is None:
-            return {}
+            return []
         if tuple(header) != COLUMNS:
             raise UserError(
                 f"{self.path} exists but is not a metrics CSV (expected columns "
                 f"{','.join(COLUMNS)}); remove it or choose another output file"
             )
-        rows = {}
-        for fields in lines:
-            row = _parse_finished(fields) if fields and keep(fields[0]) else None
-            if row is not None:
-                rows[row["file"]] = row
-        return rows
+        return lines
 
     def append(self, row: Row) -> None:
         """Add one row as one complete, flushed line (the header first in a new file)."""
@@ -314,10 +323,58 @@ def rows_to_frame(rows: Iterable[Row]) -> pd.DataFrame:
     return frame
 
 
+MAX_LISTED_FILES = 3
+
+
+def check_same_job(out_csv: Path, names: Iterable[str], option: str = "--out") -> None:
+    """Refuse an existing metrics CSV holding rows of files not in `names`: the results of
+    another job, which resuming would silently replace (a resume is only ever the same pairs)."""
+    others = sorted(MetricsCsv(out_csv).files() - set(names))
+    if others:
+        more = ", ..." if len(others) > MAX_LISTED_FILES else ""
+        listed = ", ".join(others[:MAX_LISTED_FILES]) + more
+        raise UserError(
+            f"{option} {out_csv}: holds the results of {len(others)} other file(s) ({listed}); "
+            "choose another --out, or pass --force to replace it"
+        )
+
+
+@contextmanager
+def output_lock(out_csv: Path, option: str = "--out") -> Iterator[None]:
+    """An advisory lock (fcntl) on `out_csv` for this process, through `<out_csv>.lock` (the
+    CSV itself is replaced atomically, so it cannot hold the lock): a second process writing
+    the same CSV refuses, naming the holder's PID, instead of scoring everything again."""
+    lock_path = out_csv.with_name(out_csv.name + ".lock")
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"{option} {out_csv}: being written by another process (PID {holder}); wait for "
+                "it to finish or choose another --out"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def score_pairs_to_csv(
-    pairs: Sequence[Pair], out_csv: str | Path, jobs: int | None = None, progress: bool = True
+    pairs: Sequence[Pair],
+    out_csv: str | Path,
+    jobs: int | None = None,
+    progress: bool = True,
+    force: bool = False,
 ) -> pd.DataFrame:
-    """Score `pairs` (name, clean path, enhanced path) into `out_csv`, resuming a previous run.
+    """Score `pairs` (name, clean path, enhanced path) into `out_csv`, resuming a previous run
+    of the same pairs; `force` replaces a CSV holding other files' rows instead of refusing.
 
     `jobs` worker processes (default: all cores). Returns all rows sorted by name.
     """
@@ -326,14 +383,19 @@ def score_pairs_to_csv(
     if len(set(names)) != len(names):
         raise UserError(f"duplicate file names in the pairs to score into {out_csv}")
     check_output_file(out_csv, "--out")
+    if force:
+        MetricsCsv(out_csv).files()  # even --force never replaces a file that is not one
+    else:
+        check_same_job(out_csv, names)
     try:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
-        rows = load_finished_rows(out_csv, pairs)
-        results = MetricsCsv(out_csv)
-        results.rewrite(rows.values())  # drops partial lines, errors and stale rows
-        _score_missing(pairs, rows, results, jobs, progress)
-        ordered = [rows[name] for name in sorted(rows)]
-        results.rewrite(ordered)
+        with output_lock(out_csv):
+            rows = {} if force else load_finished_rows(out_csv, pairs)
+            results = MetricsCsv(out_csv)
+            results.rewrite(rows.values())  # drops partial lines, errors and stale rows
+            _score_missing(pairs, rows, results, jobs, progress)
+            ordered = [rows[name] for name in sorted(rows)]
+            results.rewrite(ordered)
     except OSError as exc:  # unwritable folder, disk full, ...
         raise UserError(f"{out_csv}: cannot write the metrics CSV ({exc})") from exc
     return rows_to_frame(ordered)

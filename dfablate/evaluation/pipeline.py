@@ -318,6 +318,7 @@ def _reset_if_stale(
     }
     known = json.loads(state_path.read_text()) if state_path.is_file() else None
     earlier = (out_dir / "metrics.csv").is_file()
+    MetricsCsv(out_dir / "metrics.csv").files()  # never deletes a file that is not one
     if (known is not None and known != state) or (known is None and earlier):
         warnings.warn(
             f"{out_dir}: earlier results are from another checkpoint, test set, input gain or "
