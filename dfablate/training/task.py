@@ -186,6 +186,7 @@ def _integer(cfg, key: str) -> int | None:
 def check_run(cfg, run_dir: Path) -> RunStart:
     """Every refusal `train` can make before it writes anything: bad values, a run directory
     that already holds a run, a checkpoint that is unreadable or of another model."""
+    from dfablate.data.datamodule import check_preload_config
     from dfablate.features import get_norm, register_norm_function
     from dfablate.training.checkpoints import (
         IDENTITY_KEY,
@@ -204,6 +205,7 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     if cfg.norm.get("function"):
         register_norm_function(cfg.norm.name, cfg.norm.function)
     get_norm(cfg.norm.name)
+    check_preload_config(cfg.data, OmegaConf.select(cfg, "trainer.accelerator"))
     model = OmegaConf.to_container(cfg.model, resolve=True)
     identity = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
     last = run_dir / "checkpoints" / "last.ckpt"
