@@ -220,7 +220,7 @@ def train_missing(plan: Plan, console) -> None:
         command = [
             sys.executable, "-m", "dfablate", "train", "-m", *plan.train_overrides,
             f"norm={','.join(batch_norms)}", f"seed={','.join(str(s) for s in batch_seeds)}",
-            "resume=true",
+            "resume=true", f"runs_per_device={plan.settings.get('runs_per_device', 1)}",
             f"+hydra.callbacks.ablate_status._target_={__name__}.TrainStatusCallback",
         ]  # fmt: skip
         console.print(f"train: {' '.join(command[3:])}")
