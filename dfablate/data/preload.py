@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from dfablate.errors import UserError
 PRELOAD_CHOICES = ("none", "host", "device")
 # Leave room for the training itself: preloaded audio may take this share of the free memory.
 USABLE_SHARE = 0.8
+READ_THREADS = 8
 _PCM16_SCALE = 1.0 / 32768.0  # what libsndfile multiplies 16-bit PCM by when it reads float
 
 
@@ -88,12 +90,17 @@ class PreloadedAudio:
 
     def __init__(self, pairs: Sequence[Pair], sample_rate: int) -> None:
         clean, noisy = [], []
-        for pair in pairs:
-            c, n = _read(pair.clean, sample_rate), _read(pair.noisy, sample_rate)
-            if len(c) != len(n):
-                raise UserError(f"{pair.noisy}: {len(n)} samples but its clean file has {len(c)}")
-            clean.append(c)
-            noisy.append(n)
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # decoding frees the GIL
+            read = pool.map(
+                lambda p: (_read(p.clean, sample_rate), _read(p.noisy, sample_rate)), pairs
+            )
+            for pair, (c, n) in zip(pairs, read, strict=True):
+                if len(c) != len(n):
+                    raise UserError(
+                        f"{pair.noisy}: {len(n)} samples but its clean file has {len(c)}"
+                    )
+                clean.append(c)
+                noisy.append(n)
         lengths = np.array([len(c) for c in clean], dtype=np.int64)
         dtype = np.int16 if all(x.dtype == np.int16 for x in clean + noisy) else np.float32
         self.clean = torch.from_numpy(_concatenate(clean, dtype))  # [sum of lengths]
