@@ -2,9 +2,10 @@
 
 `train -m ... runs_per_device=k` (and `ablate.runs_per_device=k`) replaces the launcher's
 `n_jobs`: the sweep is expanded as Hydra's basic sweeper expands it (the experiment's
-`hydra.sweeper.params` first, then the command line), and each job runs as its own
-`dfablate train <that job's overrides>`, so its folder, checkpoint, W&B run and results are those
-of the same run started alone. With N visible GPUs, k x N processes run at once and each sees
+`hydra.sweeper.params` first, then the command line), and each job runs as its own process, a
+sweep of that one job (`dfablate train -m <its overrides> runs_per_device=1`), so its folder,
+checkpoint, W&B run, status records and results are those of the same job in a sequential sweep
+(and of the same run started alone). With N visible GPUs, k x N processes run at once and each sees
 only its own GPU (CUDA_VISIBLE_DEVICES); without a GPU, k processes share the CPU. A job's
 failure does not stop the others. Killing the sweep kills its runs; each keeps its last
 checkpoint, and the same command with resume=true continues them.
@@ -95,7 +96,9 @@ def run_spread(commands: Sequence[Sequence[str]], runs_per_device: int, devices:
 def train_sweep(overrides: Sequence[str], runs_per_device: int) -> None:
     """`dfablate train -m <overrides>` with `runs_per_device` runs at once on each device."""
     jobs = sweep_jobs([o for o in overrides if o not in ("-m", "--multirun")])
-    commands = [[sys.executable, "-m", "dfablate", "train", *job] for job in jobs]
+    # each run a sweep of one job: the jobs' own checks, records and status callbacks, as today
+    one = "runs_per_device=1"
+    commands = [[sys.executable, "-m", "dfablate", "train", "-m", *job, one] for job in jobs]
     devices = device_count()
     where = f"{devices} GPU(s)" if devices else "the CPU"
     print(f"{len(jobs)} runs, {runs_per_device} at a time on each of {where}", flush=True)
