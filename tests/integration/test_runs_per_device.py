@@ -91,16 +91,19 @@ def test_two_concurrent_runs_overlap_and_equal_sequential_runs(tmp_path, mini_ca
     threads = torch.get_num_threads()
     together, alone = tmp_path / "together", tmp_path / "alone"
     with contextlib.redirect_stdout(io.StringIO()):
-        assert (
-            main(["train", "-m", *RUN, "seed=1,2", "runs_per_device=2", f"output_root={together}"])
-            == 0
-        )
-        for seed in (1, 2):
-            assert main(["train", *RUN, f"seed={seed}", f"output_root={alone}"]) == 0
+        for k, out in ((2, together), (1, alone)):  # k = 1: the basic launcher, one by one
+            sweep = ["train", "-m", *RUN, "seed=1,2", f"runs_per_device={k}", f"output_root={out}"]
+            assert main(sweep) == 0
     torch.set_num_threads(threads)
-    names = sorted(p.name for p in (together / "default").iterdir())
-    assert names == sorted(p.name for p in (alone / "default").iterdir())
-    assert names == ["original-seed1", "original-seed2"]
+    listing = [sorted(p.name for p in (out / "default").iterdir()) for out in (together, alone)]
+    assert listing[0] == listing[1]  # the runs and the sweep's multirun.yaml
+    names = ["original-seed1", "original-seed2"]
+    for name in names:
+        files = [
+            sorted(p.relative_to(out).as_posix() for p in (out / "default" / name).rglob("*"))
+            for out in (together, alone)
+        ]
+        assert files[0] == files[1], name
     spans = [_log_span(together / "default" / name) for name in names]
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the two ran at once
     for name in names:
