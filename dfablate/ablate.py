@@ -158,6 +158,15 @@ def plan(overrides: list[str]) -> Plan:
         settings = OmegaConf.merge(settings, cfg.ablate)
     if ablate_overrides:
         settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(ablate_overrides))
+    runs_per_device = settings.get("runs_per_device", 1)
+    if (
+        not isinstance(runs_per_device, int)
+        or isinstance(runs_per_device, bool)
+        or runs_per_device < 1
+    ):
+        raise UserError(
+            f"ablate.runs_per_device={runs_per_device}: must be an integer of at least 1"
+        )
     train_wandb = (cfg.get("logger") or {}).get("wandb")
     if settings.wandb.mode is None:  # follow the training logger: no W&B there, none here
         settings.wandb.mode = train_wandb.get("mode", "auto") if train_wandb else "disabled"

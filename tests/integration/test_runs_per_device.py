@@ -152,3 +152,14 @@ def test_killed_sweep_completes_on_rerun(tmp_path, mini_cache):
             tmp_path / "default" / f"original-seed{seed}" / "checkpoints" / "last.ckpt"
         )
         assert ckpt["global_step"] == 4
+
+
+def test_bad_runs_per_device_is_refused_before_anything_is_written(tmp_path, capsys):
+    from dfablate.cli import main
+
+    assert (
+        main(["train", "-m", *RUN, "seed=1,2", "runs_per_device=0", f"output_root={tmp_path}"]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "runs_per_device=0: must be an integer of at least 1" in err
+    assert not any(tmp_path.iterdir())
