@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dfablate.errors import UserError
 
 POLL_SECONDS = 0.2
+INTERRUPT_GRACE_SECONDS = 10.0
 
 
 def device_count() -> int:
@@ -84,9 +85,17 @@ def run_spread(commands: Sequence[Sequence[str]], runs_per_device: int, devices:
                     codes[index] = process.returncode
                     free.insert(0, slot)
                     del running[index]
-    except BaseException:
+    except BaseException as stop:
+        # Ctrl-C in a terminal reaches the runs too: give them time to stop on their own, so
+        # none gets a second interrupt while it saves its last checkpoint
+        grace = time.time() + (
+            INTERRUPT_GRACE_SECONDS if isinstance(stop, KeyboardInterrupt) else 0
+        )
+        while time.time() < grace and any(p.poll() is None for p, _ in running.values()):
+            time.sleep(POLL_SECONDS)
         for process, _ in running.values():
-            process.send_signal(signal.SIGINT)
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
         for process, _ in running.values():
             process.wait()
         raise
