@@ -17,7 +17,7 @@ as a ratio to the baseline, and the projected wall time of the study: 40 runs (n
 2x2 arms x 10 seeds) x 120 epochs of Valentini (10,802 training pairs = 169 steps of 64, and 770
 validation utterances per epoch), batch ramp ignored. The figures go to a JSON file (--out).
 
-    python scripts/bench_study.py --quick                  # H200: about 6 minutes
+    python scripts/bench_study.py --quick                  # H200: meant for < 8 min (not yet run)
     python scripts/bench_study.py --device cpu --quick     # smoke test: tiny DFN3, 64 pairs
 """
 
