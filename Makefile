@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_features.py
 	$(BIN)/python scripts/bench_metrics.py
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_loss.py
 
 # Not in CI: installs dfablate on pyenv's Python 3.12 and 3.13 (torch from PyPI) and runs it.
 check-pythons:

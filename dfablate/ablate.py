@@ -230,6 +230,15 @@ def check_ablate_settings(settings) -> None:
     from dfablate.cores import check_core_count
     from dfablate.paths import check_output_dir
 
+    runs_per_device = settings.get("runs_per_device", 1)
+    if (
+        isinstance(runs_per_device, bool)
+        or not isinstance(runs_per_device, int)
+        or runs_per_device < 1
+    ):
+        raise UserError(
+            f"{ABLATE_PREFIX}runs_per_device={runs_per_device}: must be an integer of at least 1"
+        )
     options = settings.evaluate
     max_files = options.get("max_files")
     if max_files is not None and (
@@ -283,7 +292,7 @@ def train_missing(plan: Plan, console) -> None:
         command = [
             sys.executable, "-m", "dfablate", "train", "-m", *plan.train_overrides,
             f"norm={','.join(batch_norms)}", f"seed={','.join(str(s) for s in batch_seeds)}",
-            "resume=true",
+            "resume=true", f"runs_per_device={plan.settings.get('runs_per_device', 1)}",
             f"+hydra.callbacks.ablate_status._target_={__name__}.TrainStatusCallback",
         ]  # fmt: skip
         console.print(f"train: {' '.join(command[3:])}")

@@ -9,6 +9,8 @@ examples:
   dfablate train data=mini model=dfn3_tiny trainer=cpu        # a few minutes on a laptop
   dfablate train norm=fixed trainer=gpu                        # DFN3 recipe on Valentini
   dfablate train -m norm=original,fixed seed=0,1 trainer=gpu   # a sweep: four runs
+  dfablate train -m norm=original,fixed seed=0,1 trainer=gpu runs_per_device=4 data.preload=device
+                                                               # four runs at once per GPU
   dfablate train norm=fixed trainer=gpu resume=true            # continue a killed run
   dfablate train --cfg job data=mini                           # print the composed config
   dfablate train --config-dir ~/my-configs norm=my_norm        # configs of your own (norm/,

@@ -18,7 +18,8 @@ NOT_IDENTITY = (
     "seed", "output_root", "resume", "ckpt_path", "num_threads", "validate_first",
     "val_metric_utterances", "logger", "callbacks.media", "callbacks.progress_bar",
     "callbacks.checkpoints.every_n_train_steps", "data.cache_dir", "data.root",
-    "data.num_workers", "data.pin_memory", "trainer.accelerator", "trainer.devices",
+    "data.num_workers", "data.pin_memory", "data.preload", "model.compile", "runs_per_device",
+    "trainer.accelerator", "trainer.devices",
     "trainer.num_nodes", "trainer.strategy", "trainer.log_every_n_steps",
     "trainer.enable_progress_bar", "ablate", "hydra",
 )  # fmt: skip

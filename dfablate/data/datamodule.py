@@ -17,7 +17,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dfablate.audio import MAX_GAIN_DB, is_gain_db, load_audio
-from dfablate.data.mini import ensure_mini
+from dfablate.data.mini import MARKER, MINI_VERSION, default_cache_dir, ensure_mini
+from dfablate.data.preload import PreloadedAudio, check_choice, check_preload_fits, estimate_bytes
 from dfablate.data.valentini import (
     Pair,
     check_pairs,
@@ -99,6 +100,54 @@ class PairedWaveDataset(Dataset):
         }
 
 
+class PreloadedPairDataset(PairedWaveDataset):
+    """`PairedWaveDataset`'s items, cut from preloaded audio (`data.preload`): the same crops
+    and gains, batch by batch. `__getitems__` returns a whole batch (the DataLoader's fetcher
+    calls it with the batch's keys), so a loader over it takes `collate_fn=as_batch`."""
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        audio: PreloadedAudio,
+        sample_rate: int,
+        crop_samples: int | None = None,
+        seed: int = 0,
+        gains_db: Sequence[float] = (0.0,),
+    ) -> None:
+        super().__init__(pairs, sample_rate, crop_samples, seed, gains_db)
+        self.audio = audio
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> dict:
+        items = [key if isinstance(key, tuple) else (key, 0) for key in keys]
+        indices = [index for index, _ in items]
+        if self.crop_samples is None:
+            clean, noisy = (
+                torch.stack(x) for x in zip(*map(self.audio.whole, indices), strict=True)
+            )
+        else:
+            lengths = self.audio.lengths[indices].tolist()
+            offsets = [
+                self.crop_offset(length, index, epoch)
+                for length, (index, epoch) in zip(lengths, items, strict=True)
+            ]
+            clean, noisy = self.audio.crops(indices, offsets, self.crop_samples)  # [B, T]
+        gains = [self.gain_db(index, epoch) for index, epoch in items]
+        if any(gains):
+            factors = np.array([10.0 ** (g / 20.0) for g in gains], dtype=np.float32)
+            factors = torch.from_numpy(factors).to(clean.device)[:, None]
+            clean, noisy = clean * factors, noisy * factors
+        return {"noisy": noisy, "clean": clean, "name": [self.pairs[i].name for i in indices]}
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        batch = self.__getitems__([key])
+        return {"noisy": batch["noisy"][0], "clean": batch["clean"][0], "name": batch["name"][0]}
+
+
+def as_batch(batch: dict) -> dict:
+    """The collate function of a loader over `PreloadedPairDataset`: its batches come whole."""
+    return batch
+
+
 def _crop(x: np.ndarray, start: int, length: int) -> np.ndarray:
     out = x[start : start + length]
     return np.pad(out, (0, length - len(out))) if len(out) < length else out
@@ -135,7 +184,8 @@ class ValentiniDataModule(L.LightningDataModule):
     training loader every epoch (`dfablate train` sets that). Files at another rate are
     resampled to `sample_rate` on load. Setup checks every file's header and fails early, naming
     files, on unpaired, unreadable or empty files, NaN samples (in float files), length
-    mismatches and empty splits.
+    mismatches and empty splits. `preload` (none, host, device) holds the training and validation
+    audio in memory (`dfablate.data.preload`); the batches stay the same.
     """
 
     def __init__(
@@ -151,6 +201,7 @@ class ValentiniDataModule(L.LightningDataModule):
         val_max_files: int | None = None,
         gains_db: Sequence[float] = (0.0,),
         batch_size_schedule: Mapping[int, int] | None = None,
+        preload: str = "none",
     ) -> None:
         super().__init__()
         for option, value, least in (
@@ -175,6 +226,7 @@ class ValentiniDataModule(L.LightningDataModule):
         self.val_max_files = val_max_files
         self.gains_db = _gains(gains_db)
         self.batch_size_schedule = _batch_size_schedule(batch_size_schedule)
+        self.preload = check_choice(preload)
         self.train_set: PairedWaveDataset | None = None
         self.val_set: PairedWaveDataset | None = None
         self.test_set: PairedWaveDataset | None = None
@@ -192,14 +244,38 @@ class ValentiniDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and self.train_set is None:
             train, val = self.training_pairs()
             self._check(train + val, "train")
-            self.train_set = PairedWaveDataset(
-                train, self.sample_rate, self.crop_samples, self.seed, self.gains_db
-            )
-            self.val_set = PairedWaveDataset(val, self.sample_rate)
+            if self.preload == "none":
+                self.train_set = PairedWaveDataset(
+                    train, self.sample_rate, self.crop_samples, self.seed, self.gains_db
+                )
+                self.val_set = PairedWaveDataset(val, self.sample_rate)
+            else:
+                self.train_set, self.val_set = self._preloaded(train, val)
         if stage in (None, "test") and self.test_set is None:
             test = find_pairs(self.root, "test")
             self._check(test, "test")
             self.test_set = PairedWaveDataset(test, self.sample_rate)
+
+    def preload_device(self) -> torch.device:
+        """Where `preload` puts the audio: the trainer's device for device, else the host."""
+        trainer = getattr(self, "trainer", None)
+        if self.preload == "device" and trainer is not None:
+            return trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _preloaded(
+        self, train: list[Pair], val: list[Pair]
+    ) -> tuple[PreloadedPairDataset, PreloadedPairDataset]:
+        device = self.preload_device()
+        check_preload_fits(self.preload, estimate_bytes(train + val, self.sample_rate), device)
+        sets = []
+        for pairs, crop, gains in ((train, self.crop_samples, self.gains_db), (val, None, (0.0,))):
+            audio = PreloadedAudio(pairs, self.sample_rate)
+            audio = audio.share() if device.type == "cpu" else audio.to(device)
+            sets.append(
+                PreloadedPairDataset(pairs, audio, self.sample_rate, crop, self.seed, gains)
+            )
+        return sets[0], sets[1]
 
     def _check(self, pairs: list[Pair], split: str) -> None:
         """Fail early on bad files; warn once about resampling and down-mixing."""
@@ -221,11 +297,15 @@ class ValentiniDataModule(L.LightningDataModule):
         return dataset
 
     def _loader(self, dataset: PairedWaveDataset, **kwargs) -> DataLoader:
+        if isinstance(dataset, PreloadedPairDataset):
+            kwargs["collate_fn"] = as_batch
+        on_device = self.preload == "device" and self.preload_device().type != "cpu"
+        workers = 0 if on_device else self.num_workers  # batches are cut on the device itself
         return DataLoader(
             dataset,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            pin_memory=self.pin_memory and not on_device,
+            persistent_workers=workers > 0,
             **kwargs,
         )
 
@@ -289,3 +369,28 @@ def mini_datamodule(
     if isinstance(mini_seed, bool) or not isinstance(mini_seed, int) or mini_seed < 0:
         raise UserError(f"data option mini_seed={mini_seed} must be a whole number, 0 or more")
     return ValentiniDataModule(ensure_mini(cache_dir, mini_seed), **options)
+
+
+def check_preload_config(data: Mapping, accelerator: str | None) -> None:
+    """`check_preload_fits` for a data config, before anything is built or written: the
+    training and validation files it names (the mini corpus only once built: it is small)."""
+    preload = check_choice(str(data.get("preload", "none")))
+    if preload == "none":
+        return
+    if str(data.get("_target_", "")).endswith("mini_datamodule"):
+        cache = data.get("cache_dir")
+        cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
+        root = cache / f"mini-v{MINI_VERSION}-seed{data.get('mini_seed', 0)}"
+        if not (root / MARKER).is_file():
+            return
+    else:
+        root = Path(str(data.get("root"))).expanduser()
+    where = split_dirs(root, "train")[0]
+    speakers = data.get("val_speakers") or ()
+    speakers = (speakers,) if isinstance(speakers, str) else tuple(speakers)
+    train, val = split_by_speakers(find_pairs(root, "train"), speakers, where=where)
+    val = evenly_spread(val, data.get("val_max_files"))
+    on_gpu = accelerator != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    sample_rate = int(data.get("sample_rate", 48000))
+    check_preload_fits(preload, estimate_bytes(train + val, sample_rate), device)

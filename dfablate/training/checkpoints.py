@@ -11,6 +11,7 @@ validation and on interruption) so a killed run resumes.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -214,7 +215,11 @@ class RunCheckpoints(Callback):
         return trainer.state.fn == "fit" and not trainer.sanity_checking
 
     def _save_last(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.last_path)
+        """Write last.ckpt whole or not at all (a killed run keeps its previous one)."""
+        partial = self.last_path.with_name(self.last_path.name + ".partial")
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            os.replace(partial, self.last_path)
         self._last_saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -30,6 +30,22 @@ from dfablate.training.checkpoints import (
 )
 from dfablate.training.schedule import RecipeOptimisation, optim_recipe
 
+COMPILE_MODES = ("none", "default", "reduce-overhead")
+
+
+def compile_model(system: DfnSystem, mode: str) -> None:
+    """`model.compile`: torch.compile the network in place (state-dict keys unchanged, so its
+    checkpoints are those of an uncompiled run); `reduce-overhead` adds CUDA graphs on a GPU."""
+    if check_compile_mode(mode) != "none":
+        system.dfnet.compile(mode=None if mode == "default" else mode)
+
+
+def check_compile_mode(mode: str) -> str:
+    if mode not in COMPILE_MODES:
+        raise UserError(f"model.compile={mode}: must be one of {', '.join(COMPILE_MODES)}")
+    return mode
+
+
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 

@@ -122,10 +122,29 @@ def run_cli(overrides: list[str]) -> int:
     overrides = list(overrides)
     _preflight(overrides)
     sweep = any(arg in ("-m", "--multirun") for arg in overrides)
+    if sweep and (runs_per_device := _runs_per_device(overrides)) > 1:
+        from dfablate.parallel import train_sweep
+
+        train_sweep(overrides, runs_per_device)
+        return 0
     if sweep and not any(arg.lstrip("+").startswith("hydra.output_subdir=") for arg in overrides):
         overrides += ["hydra.output_subdir=null", f"+hydra.job.env_set.{_RECORDS_ENV}=.hydra"]
     run_hydra(_task, "train", overrides)
     return 0
+
+
+def _runs_per_device(overrides: list[str]) -> int:
+    """The sweep's `runs_per_device` (1: the configured Hydra launcher runs the jobs)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(
+        [o for o in overrides if o not in ("-m", "--multirun")]
+    )
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    value = compose_train_config(fixed).get("runs_per_device", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"runs_per_device={value}: must be an integer of at least 1")
+    return value
 
 
 def _write_hydra_records(cfg, run_dir: Path, subdir: str) -> None:
@@ -285,6 +304,7 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     folder and before W&B starts): bad values, trainer, device and data settings, a run
     directory that already holds a run, a checkpoint that is unreadable or of another model."""
     from dfablate.cores import check_core_count
+    from dfablate.data.datamodule import check_preload_config
     from dfablate.features import get_norm, register_norm_function
     from dfablate.training.checkpoints import (
         IDENTITY_KEY,
@@ -292,6 +312,7 @@ def check_run(cfg, run_dir: Path) -> RunStart:
         model_identity,
         read_checkpoint,
     )
+    from dfablate.training.module import check_compile_mode
 
     _integer(cfg, "seed")
     for flag in ("resume", "validate_first"):
@@ -303,6 +324,8 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     if cfg.norm.get("function"):
         register_norm_function(cfg.norm.name, cfg.norm.function)
     get_norm(cfg.norm.name)
+    check_preload_config(cfg.data, OmegaConf.select(cfg, "trainer.accelerator"))
+    check_compile_mode(str(cfg.model.get("compile", "none")))
     model = OmegaConf.to_container(cfg.model, resolve=True)
     identity = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
     _check_data(cfg)
@@ -405,7 +428,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
     from lightning.pytorch.utilities import rank_zero_only
 
     from dfablate.training.checkpoints import RunCheckpoints
-    from dfablate.training.module import DfnSystem
+    from dfablate.training.module import DfnSystem, compile_model
 
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
@@ -442,6 +465,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         val_metric_utterances=int(cfg.get("val_metric_utterances", 3)),
         norm_function=cfg.norm.get("function"),
     )
+    compile_model(system, str(cfg.model.get("compile", "none")))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     # checkpoints last: one written after a validation then holds what it changed in the others
     callbacks.sort(key=lambda callback: isinstance(callback, RunCheckpoints))

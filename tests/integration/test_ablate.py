@@ -71,3 +71,14 @@ def test_bad_input_gains_are_refused_before_anything_runs(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "ablate.evaluate.input_gains_db=" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("k", ["0", "two"])
+def test_bad_runs_per_device_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys, k):
+    monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
+    args = ["ablate", "data=mini", "logger=none", f"output_root={tmp_path / 'out'}",
+            f"ablate.runs_per_device={k}"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"ablate.runs_per_device={k}: must be an integer" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
