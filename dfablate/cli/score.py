@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dfablate.errors import UserError
+
 MAX_LISTED_FAILURES = 10
 
 
@@ -23,7 +25,8 @@ def add_parser(subparsers) -> None:
         description=(
             "Score ENHANCED against the clean reference CLEAN: two audio files, or two "
             "directories whose .wav/.flac files are paired by name. Writes one row per file "
-            "(file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) and prints the means. Rows are "
+            "(file,<metrics>,error; by default file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) "
+            "and prints the means. Rows are "
             "written as they finish: rerunning an interrupted command resumes it. Pairs that "
             "cannot be scored (silent reference, NaN samples, unreadable file, stereo, "
             "different rates or lengths, file on one side only) get NaN metrics and a reason."
@@ -35,6 +38,13 @@ def add_parser(subparsers) -> None:
         "--out", type=Path, default=Path("metrics.csv"), help="CSV file (default: metrics.csv)"
     )
     parser.add_argument("--jobs", type=_positive_int, help="worker processes (default: all cores)")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated metrics or groups, e.g. pesq,dnsmos (dnsmos: dnsmos_sig, "
+        "dnsmos_bak, dnsmos_ovrl, dnsmos_p808; needs the dnsmos extra). Default: pesq,stoi,"
+        "csig,cbak,covl,ssnr,sisdr",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -43,14 +53,13 @@ def print_summary(frame, out_csv: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dfablate.metrics import METRICS
-
+    metrics = [c for c in frame.columns if c not in ("file", "error")]
     scored = frame[frame["error"] == ""]
     failed = frame[frame["error"] != ""]
     table = Table()
     table.add_column("metric")
     table.add_column("mean", justify="right")
-    for metric in METRICS:
+    for metric in metrics:
         mean = scored[metric].mean()
         table.add_row(metric, "-" if scored.empty else f"{mean:.4f}")
     console = Console()
@@ -67,11 +76,18 @@ def print_summary(frame, out_csv: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dfablate.metrics import METRICS, parse_metrics
     from dfablate.scoring import find_pairs, score_pairs_to_csv
 
+    try:
+        metrics = parse_metrics(args.metrics) if args.metrics is not None else METRICS
+    except UserError as exc:
+        raise UserError(f"--metrics {args.metrics}: {exc}") from None
     pairs = find_pairs(args.clean, args.enhanced)
     try:
-        frame = score_pairs_to_csv(pairs, args.out, jobs=args.jobs, progress=True)
+        frame = score_pairs_to_csv(
+            pairs, args.out, jobs=args.jobs, progress=True, metrics=metrics
+        )
     except KeyboardInterrupt:
         print(
             f"interrupted: finished rows are kept in {args.out}; rerun to resume",
