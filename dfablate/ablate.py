@@ -143,6 +143,7 @@ def plan(overrides: list[str]) -> Plan:
 
     from dfablate.config import compose_config, config_file
     from dfablate.evaluation import load_test_set
+    from dfablate.evaluation.command import check_metrics_option
 
     ablate_overrides, train_overrides, sweeps = _split_overrides(overrides)
     if not any(o.split("=", 1)[0] == "experiment" for o in train_overrides):
@@ -175,6 +176,7 @@ def plan(overrides: list[str]) -> Plan:
         data_name = settings.evaluate.data
     options = settings.evaluate
     options.input_gains_db = input_gains(options.get("input_gains_db", [0]))
+    options.metrics = list(check_metrics_option(options.metrics, "ablate.evaluate.metrics"))
     test_set = load_test_set(data_cfg, data_name, options.split, options.max_files)
     return Plan(
         name=str(cfg.name),
@@ -257,7 +259,7 @@ def evaluate_trained(plan: Plan, console) -> None:
                 break
             ckpt = job.checkpoint
             where = gain_dir_name(test_set.name, gain)
-            if is_evaluated(job.run_dir, test_set, ckpt, gain):
+            if is_evaluated(job.run_dir, test_set, ckpt, gain, options.metrics):
                 skipped.append(job.label if gain == 0 else f"{job.label} {where}")
                 continue
             console.print(f"evaluate: {job.label} ({ckpt.name}) on {where}")
@@ -273,6 +275,7 @@ def evaluate_trained(plan: Plan, console) -> None:
                     noisy_cache_dir=noisy_cache_dir,
                     wandb_cfg=OmegaConf.to_container(plan.settings.wandb),
                     input_gain_db=gain,
+                    metrics=options.metrics,
                 )
             except UserError as exc:
                 job.failure = f"evaluation failed ({where}): {exc}"
