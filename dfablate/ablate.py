@@ -326,12 +326,44 @@ def compare_evaluated(plan: Plan, console):
             print_summary(comparison, report, console)
             return comparison
     paths = write_outputs(comparison, out_dir)
+    publisher = report_publisher(plan, comparison, out_dir)
     log_comparison_to_wandb(
-        comparison, paths, mode=plan.settings.wandb.mode, project=plan.settings.wandb.project
+        comparison,
+        paths,
+        mode=plan.settings.wandb.mode,
+        project=plan.settings.wandb.project,
+        on_run=publisher,
     )
     inputs_path.write_text(json.dumps(inputs, indent=1) + "\n")
     print_summary(comparison, paths["report"], console)
+    if publisher is not None:
+        from dfablate.cli.compare import report_message
+
+        console.print(report_message(publisher), highlight=False)
     return comparison
+
+
+def report_publisher(plan: Plan, comparison, out_dir: Path):
+    """The W&B Report's publisher when `ablate.wandb.report` is on and W&B is not disabled;
+    without the wandb-report extra, one warning and no Report (the ablation still succeeds)."""
+    import warnings
+
+    from dfablate.tracking import wandb_mode
+
+    settings = plan.settings.wandb
+    if not settings.get("report", True) or wandb_mode(settings.mode) == "disabled":
+        return None
+    from dfablate.wandb_report import ReportPublisher, require_workspaces
+    from dfablate.wandb_report.publish import command_line
+
+    try:
+        require_workspaces("the W&B Report")
+    except UserError as exc:
+        warnings.warn(f"{exc}; skipping the Report", stacklevel=2)
+        return None
+    return ReportPublisher(
+        comparison, out_dir, project=str(settings.project), command=command_line()
+    )
 
 
 def run_ablation(overrides: list[str]) -> int:

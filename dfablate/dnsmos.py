@@ -50,7 +50,8 @@ def dnsmos(audio16: np.ndarray) -> dict[str, float]:
         raw = p835.run(None, {"input_1": piece.astype(np.float32)[None, :]})[0][0]
         mel = log_mel(piece[:-_MEL_HOP]).astype(np.float32)[None]  # [1, T, 120]
         p808_mos = p808.run(None, {"input_1": mel})[0][0][0]
-        sig, bak, ovrl = (np.polyval(fit, x) for fit, x in zip((_SIG_FIT, _BAK_FIT, _OVRL_FIT), raw))
+        fits = (_SIG_FIT, _BAK_FIT, _OVRL_FIT)
+        sig, bak, ovrl = (np.polyval(fit, x) for fit, x in zip(fits, raw, strict=True))
         scores.append((sig, bak, ovrl, p808_mos))
     means = np.mean(np.asarray(scores, dtype=np.float64), axis=0)
     return dict(zip(DNSMOS_METRICS, map(float, means), strict=True))
@@ -127,9 +128,7 @@ def _sessions():
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise DnsmosUnavailable(
-            "DNSMOS needs onnxruntime: pip install 'dfablate[dnsmos]'"
-        ) from exc
+        raise DnsmosUnavailable("DNSMOS needs onnxruntime: pip install 'dfablate[dnsmos]'") from exc
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-
 def csv_columns(metrics: Sequence[str] = METRICS) -> tuple[str, ...]:
     """The header of a metrics CSV holding `metrics`."""
     return ("file", *metrics, "error")

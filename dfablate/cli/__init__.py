@@ -16,7 +16,16 @@ import warnings
 from dfablate.config import config_dir_overrides
 from dfablate.errors import Interrupted, UserError
 
-COMMANDS = ("train", "evaluate", "compare", "ablate", "score", "features", "data")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "compare",
+    "ablate",
+    "score",
+    "features",
+    "data",
+    "wandb-report",
+)
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -33,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"dfablate.cli.{name}").add_parser(subparsers)
+        importlib.import_module(f"dfablate.cli.{name.replace('-', '_')}").add_parser(subparsers)
     return parser
 
 

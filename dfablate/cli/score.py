@@ -85,9 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--metrics {args.metrics}: {exc}") from None
     pairs = find_pairs(args.clean, args.enhanced)
     try:
-        frame = score_pairs_to_csv(
-            pairs, args.out, jobs=args.jobs, progress=True, metrics=metrics
-        )
+        frame = score_pairs_to_csv(pairs, args.out, jobs=args.jobs, progress=True, metrics=metrics)
     except KeyboardInterrupt:
         print(
             f"interrupted: finished rows are kept in {args.out}; rerun to resume",
