@@ -116,7 +116,7 @@ def recorded_wandb_run(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / "wandb" / RUN_RECORD_FILE
     if not path.is_file():
         return None
-    return {**json.loads(path.read_text()), "dir": str(Path(run_dir))}
+    return {**json.loads(path.read_text()), "dir": str(Path(run_dir).resolve())}
 
 
 def offline_run_files(run_dir: str | Path, run_id: str) -> list[Path]:

@@ -40,10 +40,11 @@ def build_report(spec: dict[str, Any], entity: str, app_url: str):
 
 
 def runset_filters(runset: dict[str, Any]) -> list:
-    """The runset's filters: its group (when it has one) and job_type."""
+    """The runset's filters: its group (when it has one), job_type, and the study's run ids
+    (another study of the same name in the project is left out)."""
     from wandb_workspaces import expr
 
-    filters = [expr.Metric("JobType") == runset["job_type"]]
+    filters = [expr.Metric("JobType") == runset["job_type"], expr.Metric("ID").isin(runset["runs"])]
     if runset["group"] is not None:
         filters.insert(0, expr.Metric("Group") == runset["group"])
     return filters
