@@ -212,6 +212,8 @@ def test_core_install_pulls_neither_librosa_nor_onnxruntime():
     assert "torch" in core and "wandb" in core
     assert not {"librosa", "onnxruntime", "speechmos", "wandb-workspaces"} & core
     extras = project["optional-dependencies"]
-    assert "onnxruntime" in _closure(extras["dnsmos"]) and "librosa" not in _closure(extras["dnsmos"])
+    assert "onnxruntime" in _closure(extras["dnsmos"]) and "librosa" not in _closure(
+        extras["dnsmos"]
+    )
     assert "wandb-workspaces" in _closure(extras["wandb-report"])
     assert "dfablate[dnsmos,wandb-report]" in extras["test"]
