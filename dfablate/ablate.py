@@ -95,6 +95,7 @@ class Plan:
     test_set: object  # dfablate.evaluation.TestSet every run is evaluated on
     settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
     num_threads: int | None  # the training config's torch threads, used for inference too
+    overrides: list[str] = field(default_factory=list)  # as given to `dfablate ablate`
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -186,6 +187,7 @@ def plan(overrides: list[str]) -> Plan:
         test_set=test_set,
         settings=settings,
         num_threads=cfg.get("num_threads"),
+        overrides=list(overrides),
     )
 
 
@@ -361,9 +363,8 @@ def report_publisher(plan: Plan, comparison, out_dir: Path):
     except UserError as exc:
         warnings.warn(f"{exc}; skipping the Report", stacklevel=2)
         return None
-    return ReportPublisher(
-        comparison, out_dir, project=str(settings.project), command=command_line()
-    )
+    command = command_line(["ablate", *plan.overrides])
+    return ReportPublisher(comparison, out_dir, project=str(settings.project), command=command)
 
 
 def run_ablation(overrides: list[str]) -> int:

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         args.overrides = config_dir_overrides(extra)
+        args.argv = list(argv)  # the command line, for records such as the W&B Report's
         return int(args.handler(args) or 0)
     except UserError as exc:
         if args.verbose:

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         from dfablate.wandb_report.publish import command_line
 
         publisher = ReportPublisher(
-            comparison, out_dir, project=args.wandb_project, command=command_line()
+            comparison, out_dir, project=args.wandb_project, command=command_line(args.argv)
         )
     log_comparison_to_wandb(
         comparison, paths, mode=args.wandb, project=args.wandb_project, on_run=publisher

@@ -7,7 +7,7 @@ one place tests replace to stand in for the server.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,11 @@ from dfablate.wandb_report.build import EXTRA_HINT, build_report, require_worksp
 from dfablate.wandb_report.spec import REPORT_URL_KEY, SPEC_FILE, build_spec, read_spec, write_spec
 
 
-def command_line() -> str:
-    """This process's command as the user typed it (`dfablate compare ...`)."""
+def command_line(arguments: Sequence[str]) -> str:
+    """The `dfablate` command with these arguments, as a shell would take it."""
     import shlex
 
-    return " ".join(["dfablate", *(shlex.quote(a) for a in sys.argv[1:])])
+    return shlex.join(["dfablate", *arguments])
 
 
 class ReportPublisher:

@@ -7,8 +7,8 @@ import json
 import os
 import shutil
 import subprocess
-import zipfile
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -182,6 +182,7 @@ def test_a_built_wheel_trains_and_evaluates_outside_the_checkout(tmp_path, mini_
 def _closure(requirements: list[str], extras: tuple[str, ...] = ()) -> set[str]:
     """Names of the installed distributions that `requirements` pull in, recursively."""
     from importlib.metadata import PackageNotFoundError, requires
+
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
