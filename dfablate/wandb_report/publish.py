@@ -7,6 +7,7 @@ one place tests replace to stand in for the server.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,15 @@ class ReportPublisher:
         self.spec_path = write_spec(spec, self.out_dir)
         if run is None or run.offline:
             return
-        self.url = save_report(spec, entity=run.entity)
+        try:
+            self.url = save_report(spec, entity=run.entity)
+        except Exception as exc:  # the comparison stands; the spec can be pushed later
+            warnings.warn(
+                f"the W&B Report could not be saved ({type(exc).__name__}: {exc}); publish it "
+                f"later with `dfablate wandb-report push {self.out_dir}`",
+                stacklevel=2,
+            )
+            return
         run.summary[REPORT_URL_KEY] = self.url
         record_url(self.out_dir, self.url)
 

@@ -311,6 +311,15 @@ def test_online_compare_run_saves_the_report(tmp_path, fake_api):
     assert (out / "report.md").read_text().endswith(f"W&B Report: {publisher.url}\n")
     assert read_spec(out)["title"] == "fixed vs original"
 
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    fake_api._service_api.execute_graphql = unreachable  # the save fails: a warning, no URL
+    again = ReportPublisher(comparison, out, project="dfablate", command="dfablate compare")
+    with pytest.warns(UserWarning, match="could not be saved.*wandb-report push"):
+        again(SimpleNamespace(offline=False, entity="lab", summary={}))
+    assert again.url is None and again.spec_path.is_file()
+
 
 def test_without_the_extra_compare_refuses_and_ablate_skips(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb_workspaces", None)  # as if not installed
