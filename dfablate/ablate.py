@@ -157,9 +157,15 @@ def plan(overrides: list[str]) -> Plan:
         )
     settings = OmegaConf.load(config_file("ablate.yaml"))
     if cfg.get("ablate") is not None:
+        section = OmegaConf.to_container(cfg.ablate)
+        check_ablate_keys(settings, section, "the experiment's ablate: section")
         settings = OmegaConf.merge(settings, cfg.ablate)
+    for override in ablate_overrides:
+        key = override.split("=", 1)[0]
+        check_ablate_keys(settings, _nested(key.split(".")), f"{ABLATE_PREFIX}{override}")
     if ablate_overrides:
         settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(ablate_overrides))
+    check_ablate_settings(settings)
     train_wandb = (cfg.get("logger") or {}).get("wandb")
     if settings.wandb.mode is None:  # follow the training logger: no W&B there, none here
         settings.wandb.mode = train_wandb.get("mode", "auto") if train_wandb else "disabled"
@@ -189,6 +195,63 @@ def plan(overrides: list[str]) -> Plan:
         num_threads=cfg.get("num_threads"),
         overrides=list(overrides),
     )
+
+
+def _nested(keys: list[str]) -> dict:
+    """`["evaluate", "jobs"]` as `{"evaluate": {"jobs": None}}`."""
+    tree: dict = {}
+    for key in reversed(keys):
+        tree = {key: tree or None}
+    return tree
+
+
+def check_ablate_keys(schema, given, where: str, prefix: str = "") -> None:
+    """Refuse any key of `given` that configs/ablate.yaml (`schema`) does not declare: a typo
+    would otherwise be ignored silently. A key declared as `{}` is an open mapping whose
+    children are free (e.g. metric names)."""
+    import difflib
+
+    from omegaconf import DictConfig
+
+    if not isinstance(given, dict):
+        return
+    for key, value in given.items():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise UserError(
+                f"{where}: {ABLATE_PREFIX}{name} is not an ablate setting "
+                f"(configs/ablate.yaml declares them){hint}"
+            )
+        declared = schema[key]
+        if isinstance(declared, DictConfig) and len(declared) > 0:
+            check_ablate_keys(declared, value, where, f"{name}.")
+
+
+def check_ablate_settings(settings) -> None:
+    """Values the evaluate and compare stages would fail on only after training."""
+    from dfablate.cores import check_core_count
+    from dfablate.paths import check_output_dir
+
+    options = settings.evaluate
+    max_files = options.get("max_files")
+    if max_files is not None and (
+        isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1
+    ):
+        raise UserError(
+            f"{ABLATE_PREFIX}evaluate.max_files={max_files}: must be a whole number, 1 or more"
+        )
+    check_core_count(options.get("jobs"), f"{ABLATE_PREFIX}evaluate.jobs")
+    if not isinstance(options.get("save_enhanced"), bool):
+        raise UserError(
+            f"{ABLATE_PREFIX}evaluate.save_enhanced={options.save_enhanced}: must be true or false"
+        )
+    if settings.get("compare_dir"):
+        check_output_dir(Path(str(settings.compare_dir)), f"{ABLATE_PREFIX}compare_dir")
+    mode = settings.wandb.get("mode")
+    if mode not in (None, "auto", "online", "offline", "disabled"):
+        raise UserError(f"{ABLATE_PREFIX}wandb.mode={mode}: use auto, online, offline or disabled")
 
 
 def input_gains(value) -> list[float]:

@@ -30,9 +30,15 @@ def read_audio(path: str | Path, *, mono: bool = True) -> tuple[np.ndarray, int]
     """Read a sound file as float32 ([T] when mono, else [C, T]) and its sample rate.
 
     Stereo is averaged to mono with a warning when `mono` is set. Raises AudioError naming the
-    file when it cannot be decoded, holds no samples, or holds NaN/Inf.
+    file when it cannot be decoded, is truncated, holds no samples, or holds NaN/Inf.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if reason := truncation(path):
+        raise AudioError(f"{path}: {reason}")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for bad files
@@ -50,22 +56,26 @@ def read_audio(path: str | Path, *, mono: bool = True) -> tuple[np.ndarray, int]
     return np.ascontiguousarray(data, dtype=np.float32), int(rate)
 
 
-def truncation(path: str | Path) -> str | None:
-    """Why `path` looks cut short (its header promises more audio than the file holds, as
-    after an interrupted copy), or None. libsndfile reads such a file without complaint."""
+def truncation(path: str | Path, info=None) -> str | None:
+    """Why `path` looks cut short, as `truncated: N of M frames` (its header promises more audio
+    than the file holds, as after an interrupted copy), or None. libsndfile reads such a file
+    without complaint, as if it were complete. `info`: its `soundfile.info`, if already read."""
     try:
-        info = sf.info(str(path))
+        info = info or sf.info(str(path))
     except Exception:  # unreadable: read_audio says why
         return None
-    for line in (info.extra_info or "").splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == "data" and "should be" in value:
-            declared, _, actual = value.partition("(should be")
-            return (
-                f"truncated: its header announces {declared.strip()} bytes of audio, "
-                f"the file holds {actual.strip(' )')}"
-            )
-    return None
+    fields = dict(line.partition(":")[::2] for line in (info.extra_info or "").splitlines())
+    fields = {name.strip(): value.strip() for name, value in fields.items()}
+    data = fields.get("data", "")
+    if "should be" not in data:
+        return None
+    declared, _, held = data.partition("(should be")
+    declared_bytes, held_bytes = int(declared), int(held.strip(" )"))
+    try:
+        frame_bytes = int(fields["Block Align"])
+    except (KeyError, ValueError):
+        frame_bytes = max(1, held_bytes // max(1, info.frames))
+    return f"truncated: {held_bytes // frame_bytes} of {declared_bytes // frame_bytes} frames"
 
 
 def load_audio(path: str | Path, sample_rate: int, *, mono: bool = True) -> np.ndarray:

@@ -130,7 +130,11 @@ def score_pair(
     clean16 = resample(clean, sample_rate, METRIC_RATE)
     enhanced16 = resample(enhanced, sample_rate, METRIC_RATE)
     if clean16.size <= _FRAME_LEN + _HOP:
-        raise MetricError(f"too short to score: {clean.size / sample_rate:.3f} s")
+        shortest = (_FRAME_LEN + _HOP + 1) / METRIC_RATE
+        raise MetricError(
+            f"too short to score: {clean.size} samples ({clean.size / sample_rate:.3f} s); "
+            f"the metrics need at least {shortest:.3f} s"
+        )
     wanted = set(metrics)
     scores: dict[str, float] = {}
     if wanted & {"pesq", *_COMPOSITE_METRICS}:

@@ -3,6 +3,7 @@ leaves no folder or file behind, and the error names the option and the path."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,21 @@ def _existing_ancestor(path: Path) -> Path:
         if candidate.exists():
             return candidate
     return Path(".")
+
+
+def _check_names(path: Path, option: str) -> None:
+    """Each part of `path` not created yet fits the file system's name limit (a too-long
+    file name would otherwise fail only after its parent folders were made)."""
+    ancestor = _existing_ancestor(path)
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in path.relative_to(ancestor).parts if path != ancestor else ():
+        if len(os.fsencode(part)) > limit:
+            raise UserError(
+                f"{option} {path}: the name {part[:20]}... is longer than {limit} bytes"
+            )
 
 
 def _probe(folder: Path, option: str, path: Path) -> None:
@@ -33,6 +49,7 @@ def check_output_file(path: Path, option: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{option} {path}: is a directory; give a file name")
+    _check_names(path, option)
     _probe(_existing_ancestor(path.parent), option, path)
 
 
@@ -44,4 +61,5 @@ def check_output_dir(path: Path, option: str, *, must_not_exist: bool = False) -
         raise UserError(f"{option} {path}: is a file, not a directory")
     if must_not_exist and path.exists():
         raise UserError(f"{option} {path}: already exists; choose another folder")
+    _check_names(path, option)
     _probe(_existing_ancestor(path), option, path)

@@ -14,6 +14,7 @@ written with another metric list is never resumed nor overwritten: the run is re
 from __future__ import annotations
 
 import csv
+import fcntl
 import logging
 import math
 import multiprocessing
@@ -279,11 +280,25 @@ class MetricsCsv:
             except (UnicodeDecodeError, csv.Error):
                 return ["(not text)"]
 
+    def files(self) -> set[str]:
+        """The file name of every line (scored or failed); UserError if not a metrics CSV."""
+        return {fields[0] for fields in self._lines() if fields}
+
     def finished(self, keep: Callable[[str], bool] = lambda name: True) -> dict[str, Row]:
         """Rows scored without error whose file `keep` accepts; partial lines and failures
         (scored again: the file may have been fixed since) are left out."""
+        rows = {}
+        for fields in self._lines():
+            row = _parse_finished(fields, self.metrics) if fields and keep(fields[0]) else None
+            if row is not None:
+                rows[row["file"]] = row
+        return rows
+
+    def _lines(self) -> list[list[str]]:
+        """The lines after the header; UserError naming the file when it is not a metrics CSV
+        of these metrics."""
         if not self.path.exists():
-            return {}
+            return []
         with self.path.open(newline="") as handle:
             reader = csv.reader(handle)
             try:
@@ -292,19 +307,14 @@ class MetricsCsv:
             except (UnicodeDecodeError, csv.Error):  # a binary file
                 header, lines = ["(not text)"], []
         if header is None:
-            return {}
+            return []
         self.check_metrics()
         if tuple(header) != self.columns:
             raise UserError(
                 f"{self.path} exists but is not a metrics CSV (expected columns "
                 f"{','.join(self.columns)}); remove it or choose another output file"
             )
-        rows = {}
-        for fields in lines:
-            row = _parse_finished(fields, self.metrics) if fields and keep(fields[0]) else None
-            if row is not None:
-                rows[row["file"]] = row
-        return rows
+        return lines
 
     def append(self, row: Row) -> None:
         """Add one row as one complete, flushed line (the header first in a new file)."""
@@ -359,15 +369,62 @@ def rows_to_frame(rows: Iterable[Row], metrics: Sequence[str] = METRICS) -> pd.D
     return frame
 
 
+MAX_LISTED_FILES = 3
+
+
+def check_same_job(
+    out_csv: Path, names: Iterable[str], option: str = "--out", metrics: Sequence[str] = METRICS
+) -> None:
+    """Refuse an existing metrics CSV holding rows of files not in `names`: the results of
+    another job, which resuming would silently replace (a resume is only ever the same pairs)."""
+    others = sorted(MetricsCsv(out_csv, metrics).files() - set(names))
+    if others:
+        more = ", ..." if len(others) > MAX_LISTED_FILES else ""
+        listed = ", ".join(others[:MAX_LISTED_FILES]) + more
+        raise UserError(
+            f"{option} {out_csv}: holds the results of {len(others)} other file(s) ({listed}); "
+            "choose another --out, or pass --force to replace it"
+        )
+
+
+@contextmanager
+def output_lock(out_csv: Path, option: str = "--out") -> Iterator[None]:
+    """An advisory lock (fcntl) on `out_csv` for this process, through `<out_csv>.lock` (the
+    CSV itself is replaced atomically, so it cannot hold the lock): a second process writing
+    the same CSV refuses, naming the holder's PID, instead of scoring everything again."""
+    lock_path = out_csv.with_name(out_csv.name + ".lock")
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"{option} {out_csv}: being written by another process (PID {holder}); wait for "
+                "it to finish or choose another --out"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def score_pairs_to_csv(
     pairs: Sequence[Pair],
     out_csv: str | Path,
     jobs: int | None = None,
     progress: bool = True,
     metrics: Sequence[str] = METRICS,
+    force: bool = False,
 ) -> pd.DataFrame:
     """Score `pairs` (name, clean path, enhanced path) into `out_csv`, resuming a previous run
-    made with the same `metrics` (another metric list is refused).
+    of the same pairs and the same `metrics` (another metric list is refused); `force` replaces
+    a CSV holding other files' rows instead of refusing.
 
     `jobs` worker processes (default: all cores). Returns all rows sorted by name.
     """
@@ -377,14 +434,21 @@ def score_pairs_to_csv(
         raise UserError(f"duplicate file names in the pairs to score into {out_csv}")
     check_output_file(out_csv, "--out")
     results = MetricsCsv(out_csv, metrics)
-    results.check_metrics()
+    if force:  # even --force never replaces a file that is not a metrics CSV
+        header = results._header()
+        if header is not None and not _is_metrics_header(header):
+            results.files()  # raises, naming the file
+    else:
+        results.check_metrics()
+        check_same_job(out_csv, names, metrics=metrics)
     try:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
-        rows = load_finished_rows(out_csv, pairs, metrics)
-        results.rewrite(rows.values())  # drops partial lines, errors and stale rows
-        _score_missing(pairs, rows, results, jobs, progress)
-        ordered = [rows[name] for name in sorted(rows)]
-        results.rewrite(ordered)
+        with output_lock(out_csv):
+            rows = {} if force else load_finished_rows(out_csv, pairs, metrics)
+            results.rewrite(rows.values())  # drops partial lines, errors and stale rows
+            _score_missing(pairs, rows, results, jobs, progress)
+            ordered = [rows[name] for name in sorted(rows)]
+            results.rewrite(ordered)
     except OSError as exc:  # unwritable folder, disk full, ...
         raise UserError(f"{out_csv}: cannot write the metrics CSV ({exc})") from exc
     return rows_to_frame(ordered, metrics)

@@ -2,7 +2,8 @@
 
 Each module in `dfablate.cli` (one per subcommand) defines `add_parser(subparsers)` and `run(args) -> int`.
 Hydra-driven stages (train, evaluate, ablate) pass their remaining arguments to Hydra as
-overrides (`--config-dir DIR` adds a user config folder). User errors (`UserError`) print as one line; `-v/--verbose` shows the traceback.
+overrides (`--config-dir DIR` adds a user config folder). User errors (`UserError`) print as one
+line and exit 2; `-v/--verbose`, before or after the subcommand, only adds the traceback.
 """
 
 from __future__ import annotations
@@ -11,21 +12,16 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 import warnings
 
 from dfablate.config import config_dir_overrides
 from dfablate.errors import Interrupted, UserError
 
 COMMANDS = (
-    "train",
-    "evaluate",
-    "compare",
-    "ablate",
-    "score",
-    "features",
-    "data",
-    "wandb-report",
-)
+    "train", "evaluate", "compare", "ablate", "score", "features", "data", "wandb-report",
+)  # fmt: skip
+VERBOSE_FLAGS = ("-v", "--verbose")
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -46,10 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _take_verbose(argv: list[str]) -> tuple[list[str], bool]:
+    """`argv` without -v/--verbose, wherever it stands (Hydra would read `evaluate -v` as an
+    override), and whether it was there."""
+    kept = [arg for arg in argv if arg not in VERBOSE_FLAGS]
+    return kept, len(kept) != len(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv, verbose = _take_verbose(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.verbose = verbose
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     warnings.formatwarning = _format_warning
@@ -59,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = list(argv)  # the command line, for records such as the W&B Report's
         return int(args.handler(args) or 0)
     except UserError as exc:
-        if args.verbose:
-            raise
+        if args.verbose:  # the traceback, and the same exit code as without -v
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

@@ -51,7 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument(
         "--sample-rate", type=int, default=48000, help="the model's rate (default: 48000)"
     )
-    verify.add_argument("--jobs", type=int, default=4, help="files read in parallel (default: 4)")
+    verify.add_argument(
+        "--jobs", type=int, default=4, help="files read in parallel (default: 4; 0: all cores)"
+    )
     verify.set_defaults(handler=run_verify)
 
     mini = actions.add_parser(
@@ -82,7 +84,11 @@ def run_verify(args: argparse.Namespace) -> int:
     splits = (
         None if args.split is None else (["train", "test"] if args.split == "all" else [args.split])
     )
-    ok, lines = verify_dataset(args.root, splits, sample_rate=args.sample_rate, jobs=args.jobs)
+    from dfablate.cores import check_core_count
+    from dfablate.scoring import available_cores
+
+    jobs = check_core_count(args.jobs, "--jobs") or available_cores()
+    ok, lines = verify_dataset(args.root, splits, sample_rate=args.sample_rate, jobs=jobs)
     print("\n".join(lines))
     return 0 if ok else 1
 
@@ -91,8 +97,11 @@ def run_make_mini(args: argparse.Namespace) -> int:
     import json
 
     from dfablate.data.mini import MARKER, make_mini
+    from dfablate.errors import UserError
     from dfablate.paths import check_output_dir
 
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: must be a whole number, 0 or more")
     check_output_dir(args.out, "--out")
     root = make_mini(args.out, args.seed)
     pairs = json.loads((root / MARKER).read_text())["pairs"]

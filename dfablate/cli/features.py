@@ -25,6 +25,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+CSV_COLUMNS = ("bin", "std_real", "std_imag")
+
+
+def check_features_csv(path) -> None:
+    """Refuse to replace an existing file that is not a table this command wrote."""
+    from dfablate.errors import UserError
+
+    if not path.exists():
+        return
+    try:
+        with path.open(newline="") as handle:
+            header = handle.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        header = ""
+    if tuple(header.split(",")) != CSV_COLUMNS:
+        raise UserError(
+            f"--csv {path}: exists but is not a features CSV ({','.join(CSV_COLUMNS)}); "
+            "remove it or choose another file"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -39,13 +60,18 @@ def run(args: argparse.Namespace) -> int:
     get_norm(args.norm)  # fail on an unknown name before reading any audio
     if args.csv:
         check_output_file(Path(args.csv), "--csv")
-    for path in args.audio:  # statistics of part of a file would pass for the whole
+        check_features_csv(Path(args.csv))
+    for path in map(Path, args.audio):  # statistics of part of a file would pass for the whole
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory; give audio files")
+        if not path.exists():
+            raise UserError(f"{path}: no such file")
         if reason := truncation(path):
             raise UserError(f"{path}: {reason}")
     waves = [load_audio(path, DEFAULT_SAMPLE_RATE) for path in args.audio]
     table_df = feature_std(waves, norm=args.norm)
     table = Table(title=f"feat_spec std per deep-filter bin, norm={args.norm}")
-    for column in ("bin", "std_real", "std_imag"):
+    for column in CSV_COLUMNS:
         table.add_column(column, justify="right")
     for row in table_df.itertuples(index=False):
         table.add_row(str(row.bin), f"{row.std_real:.4f}", f"{row.std_imag:.4f}")

@@ -11,11 +11,14 @@ from dfablate.errors import UserError
 MAX_LISTED_FAILURES = 10
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _core_count(text: str) -> int | None:
+    from dfablate.cores import check_core_count
+    from dfablate.errors import UserError
+
+    try:
+        return check_core_count(text, "--jobs")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +32,8 @@ def add_parser(subparsers) -> None:
             "and prints the means. Rows are "
             "written as they finish: rerunning an interrupted command resumes it. Pairs that "
             "cannot be scored (silent reference, NaN samples, unreadable file, stereo, "
-            "different rates or lengths, file on one side only) get NaN metrics and a reason."
+            "different rates or lengths, truncated file, file on one side only) get NaN metrics and "
+            "a reason. An existing CSV with rows for other files is refused unless --force."
         ),
     )
     parser.add_argument("clean", type=Path, metavar="CLEAN", help="clean reference file or dir")
@@ -37,7 +41,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("metrics.csv"), help="CSV file (default: metrics.csv)"
     )
-    parser.add_argument("--jobs", type=_positive_int, help="worker processes (default: all cores)")
+    parser.add_argument(
+        "--jobs", type=_core_count, help="worker processes (default, or 0: all cores)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an --out CSV that holds the results of other files",
+    )
     parser.add_argument(
         "--metrics",
         default=None,
@@ -75,6 +86,29 @@ def print_summary(frame, out_csv: Path) -> None:
             err.print(f"... and {len(failed) - MAX_LISTED_FAILURES} more (see {out_csv})")
 
 
+def warn_narrow_band(pairs) -> None:
+    """Say when references are sampled below 16 kHz: wide-band PESQ then scores audio that
+    holds nothing above their Nyquist frequency, not comparable with wide-band scores."""
+    import warnings
+
+    import soundfile as sf
+
+    from dfablate.metrics import METRIC_RATE
+
+    for _, clean, _ in pairs:
+        try:
+            rate = sf.info(str(clean)).samplerate if clean is not None else METRIC_RATE
+        except Exception:  # unreadable: its row says why
+            continue
+        if rate < METRIC_RATE:
+            warnings.warn(
+                f"{clean}: {rate} Hz audio scored with wide-band PESQ (16 kHz): upsampled, it "
+                f"has no content above {rate // 2} Hz; compare such scores only with each other",
+                stacklevel=2,
+            )
+            return
+
+
 def run(args: argparse.Namespace) -> int:
     from dfablate.metrics import METRICS, parse_metrics
     from dfablate.scoring import find_pairs, score_pairs_to_csv
@@ -84,8 +118,11 @@ def run(args: argparse.Namespace) -> int:
     except UserError as exc:
         raise UserError(f"--metrics {args.metrics}: {exc}") from None
     pairs = find_pairs(args.clean, args.enhanced)
+    warn_narrow_band(pairs)
     try:
-        frame = score_pairs_to_csv(pairs, args.out, jobs=args.jobs, progress=True, metrics=metrics)
+        frame = score_pairs_to_csv(
+            pairs, args.out, jobs=args.jobs, progress=True, metrics=metrics, force=args.force
+        )
     except KeyboardInterrupt:
         print(
             f"interrupted: finished rows are kept in {args.out}; rerun to resume",

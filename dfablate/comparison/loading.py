@@ -186,7 +186,12 @@ def read_scores(csv_path: Path) -> pd.DataFrame:
     duplicated = table["file"][table["file"].duplicated()]
     if len(duplicated):
         raise UserError(f"{csv_path}: file '{duplicated.iloc[0]}' appears more than once")
-    scores = table.set_index("file")[metric_columns].apply(pd.to_numeric, errors="coerce")
+    raw = table.set_index("file")[metric_columns]
+    scores = raw.apply(pd.to_numeric, errors="coerce")
+    not_numbers = scores.isna() & raw.notna()  # a word, not a failed score (empty or nan)
+    if not_numbers.any().any():
+        file, column = not_numbers.stack().loc[lambda cells: cells].index[0]
+        raise UserError(f"{csv_path}: {column} of {file} is {raw.at[file, column]!r}, not a number")
     return scores.astype(float)
 
 
@@ -248,6 +253,7 @@ def load_runs(
         raise UserError(f"--dataset {dataset} and --gain-db {gain_db:g} name different gains")
     gain_db = asked if gain_db is None else gain_db
     inputs = [(str(p), *_find_evaluations(Path(p), dataset)) for p in paths]
+    _check_given_once(inputs)
     gains, left_out = _choose_gains(inputs, gain_db)
     per_input = [
         [load_evaluation(evals[g], g, labels[i] if labels else None) for g in gains]
@@ -258,8 +264,36 @@ def load_runs(
         for other in evals[1:]:
             other.label, other.variant = evals[0].label, evals[0].variant
     runs = [run for evals in per_input for run in evals]
+    _check_seeds_once(runs)
     _check_same_test_set(runs)
     return runs, left_out
+
+
+def _check_given_once(inputs: list[tuple[str, dict[float, Path], bool]]) -> None:
+    """Refuse one evaluation given twice (`compare R R`, `compare R1 R1 R2`): it would count
+    as two seeds, or as a run compared with itself."""
+    seen: dict[Path, str] = {}
+    for name, evals, _ in inputs:
+        for csv in {path.resolve() for path in evals.values()}:
+            if csv in seen:
+                what = "given twice" if seen[csv] == name else f"the same run as {seen[csv]}"
+                raise UserError(f"{name}: {what} ({csv}); give each run once")
+            seen[csv] = name
+
+
+def _check_seeds_once(runs: list[RunMetrics]) -> None:
+    """Refuse two runs of one variant with the same seed (copies, or a retrained run next to
+    the original): the t-test would count one seed twice."""
+    seen: dict[tuple, RunMetrics] = {}
+    for run in runs:
+        if run.seed is None:
+            continue
+        first = seen.setdefault((run.variant, run.seed, run.gain_db), run)
+        if first is not run:
+            raise UserError(
+                f"{first.csv_path} and {run.csv_path}: two runs of variant {run.variant} with "
+                f"seed {run.seed}; a seed counts once (give one of them)"
+            )
 
 
 def _name_variants(runs: list[RunMetrics], labels: list[str] | None) -> None:

@@ -407,6 +407,12 @@ def write_outputs(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def _files_compared(summary: pd.DataFrame) -> str:
+    """How many files the rows compared (files failed in a run are left out per metric)."""
+    low, high = int(summary["n_files"].min()), int(summary["n_files"].max())
+    return f"{high} files" if low == high else f"{low}-{high} files (per metric)"
+
+
 def print_summary(comparison: Comparison, report: Path | None = None, console=None) -> None:
     """The seed-aware headline per condition in the terminal (rich)."""
     from rich import box
@@ -426,7 +432,7 @@ def print_summary(comparison: Comparison, report: Path | None = None, console=No
                 title=f"{variant} (B) vs {c.baseline} (A)"
                 + (f" at {gain:+g} dB input gain" if gain else "")
                 + f": {first['a_seeds']}+{first['b_seeds']} seeds, seed spread {spread}, "
-                f"{len(c.files)} files",
+                f"{_files_compared(summary)}",
                 caption=f"{first['test']} on per-run means"
                 + (" (paired by seed)" if first["paired"] else "")
                 + "; rel %: 100 (B - A) / |A|, none for ssnr, sisdr (a dB scale has no meaningful zero)",

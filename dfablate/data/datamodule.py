@@ -179,13 +179,18 @@ class ValentiniDataModule(L.LightningDataModule):
         self.val_set: PairedWaveDataset | None = None
         self.test_set: PairedWaveDataset | None = None
 
+    def training_pairs(self) -> tuple[list[Pair], list[Pair]]:
+        """(train, validation) pairs, from the folder listing alone (no file is opened): a
+        missing dataset or unknown `val_speakers` fail here, before a run writes anything."""
+        where = split_dirs(self.root, "train")[0]
+        train, val = split_by_speakers(
+            find_pairs(self.root, "train"), self.val_speakers, where=where
+        )
+        return train, evenly_spread(val, self.val_max_files)
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
-            where = split_dirs(self.root, "train")[0]
-            train, val = split_by_speakers(
-                find_pairs(self.root, "train"), self.val_speakers, where=where
-            )
-            val = evenly_spread(val, self.val_max_files)
+            train, val = self.training_pairs()
             self._check(train + val, "train")
             self.train_set = PairedWaveDataset(
                 train, self.sample_rate, self.crop_samples, self.seed, self.gains_db
@@ -281,4 +286,6 @@ def mini_datamodule(
     cache_dir: str | Path | None = None, mini_seed: int = 0, **options
 ) -> ValentiniDataModule:
     """The data module on the mini corpus, built into `cache_dir` on first use (for data=mini)."""
+    if isinstance(mini_seed, bool) or not isinstance(mini_seed, int) or mini_seed < 0:
+        raise UserError(f"data option mini_seed={mini_seed} must be a whole number, 0 or more")
     return ValentiniDataModule(ensure_mini(cache_dir, mini_seed), **options)

@@ -168,7 +168,26 @@ def download_valentini(
         raise UserError(f"--root {root}: is a file, not a directory")
     base_url = base_url if base_url.endswith("/") else base_url + "/"
     downloads = root / "downloads"
+    created = [folder for folder in (downloads, *downloads.parents) if not folder.exists()]
     downloads.mkdir(parents=True, exist_ok=True)
+    try:
+        return _download(root, downloads, base_url, subset, expected_pairs, keep_zips, progress)
+    except BaseException:  # refused by the server, interrupted: leave no empty folder behind
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _download(
+    root: Path,
+    downloads: Path,
+    base_url: str,
+    subset: str,
+    expected_pairs: Mapping[str, int],
+    keep_zips: bool,
+    progress: bool,
+) -> dict[str, int]:
     manifest = read_manifest(root)
     say = _console().print if progress else (lambda *args, **kwargs: None)
     splits = SUBSETS[subset]

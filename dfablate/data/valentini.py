@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
-from dfablate.audio import AudioError, read_audio
+from dfablate.audio import AudioError, read_audio, truncation
 from dfablate.errors import UserError
 
 SPLIT_DIRS: dict[str, tuple[str, str]] = {
@@ -168,6 +168,8 @@ def inspect_audio(path: Path, *, full_read: bool = False) -> AudioInfo:
         raise AudioError(f"{path}: cannot read audio ({reason})") from exc
     if info.frames <= 0:
         raise AudioError(f"{path}: file holds no audio samples")
+    if reason := truncation(path, info):
+        raise AudioError(f"{path}: {reason}")
     if full_read or info.subtype in _FLOAT_SUBTYPES:
         read_audio(path, mono=False)
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))

@@ -32,7 +32,9 @@ def check_evaluate_options(cfg, overrides: list[str]) -> None:
     import torch
 
     from dfablate.config import config_file
+    from dfablate.cores import check_core_count
     from dfablate.features import get_norm
+    from dfablate.paths import check_output_dir
 
     known = set(OmegaConf.load(config_file("evaluate.yaml"))) - {"defaults"} | {"data", "hydra"}
     for override in overrides:
@@ -47,10 +49,13 @@ def check_evaluate_options(cfg, overrides: list[str]) -> None:
                 f"{override}: evaluate has no option {top!r} (the model, norm and features come "
                 f"from the checkpoint){hint}"
             )
-    for key in ("max_files", "jobs", "num_threads"):
-        value = cfg.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise UserError(f"{key}={value}: must be an integer")
+    value = cfg.get("max_files")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise UserError(f"max_files={value}: must be an integer")
+    for key in ("jobs", "num_threads"):
+        check_core_count(cfg.get(key), key)
+    if cfg.get("out_dir"):
+        check_output_dir(Path(str(cfg.out_dir)), "out_dir")
     if cfg.expect_norm is not None:
         try:
             get_norm(cfg.expect_norm)
@@ -89,7 +94,13 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
     recorded = read_run_config(run_dir)
     train_cfg = recorded.config if recorded else {}
     train_data_name = recorded.choices.get("data") if recorded else None
-    if not any(_override_key(o) == "data" for o in overrides):
+    data_given = any(_override_key(o) == "data" for o in overrides)
+    if cfg.run and not recorded and not data_given:
+        raise UserError(
+            f"run={cfg.run}: no recorded config (.hydra/config.yaml), so the data it trained on "
+            "is unknown; give data=NAME (and data.root=DIR) to say what to evaluate on"
+        )
+    if not data_given:
         if train_cfg.get("data") and train_data_name:
             data_cfg, data_name = OmegaConf.create(train_cfg["data"]), train_data_name
             for override in overrides:

@@ -206,7 +206,7 @@ def evaluate_model(
     """
     MetricsCsv(out_dir / "metrics.csv", metrics).check_metrics()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _reset_if_stale(out_dir, identity, test_set, input_gain_db)
+    _reset_if_stale(out_dir, identity, test_set, input_gain_db, metrics)
     scores = _resume_scores(
         out_dir,
         test_set,
@@ -325,7 +325,11 @@ def _write_summary(
 
 
 def _reset_if_stale(
-    out_dir: Path, identity: dict, test_set: TestSet, input_gain_db: float = 0.0
+    out_dir: Path,
+    identity: dict,
+    test_set: TestSet,
+    input_gain_db: float = 0.0,
+    metrics: Sequence[str] = METRICS,
 ) -> None:
     """Discard earlier results made by another checkpoint, on another test set, at another
     input gain or by another pipeline version (results without a recorded state included)."""
@@ -338,6 +342,7 @@ def _reset_if_stale(
     }
     known = json.loads(state_path.read_text()) if state_path.is_file() else None
     earlier = (out_dir / "metrics.csv").is_file()
+    MetricsCsv(out_dir / "metrics.csv", metrics).files()  # never deletes a file that is not one
     if (known is not None and known != state) or (known is None and earlier):
         warnings.warn(
             f"{out_dir}: earlier results are from another checkpoint, test set, input gain or "

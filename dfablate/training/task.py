@@ -183,9 +183,108 @@ def _integer(cfg, key: str) -> int | None:
     raise UserError(f"{key}={value}: must be an integer")
 
 
+def _check_output(cfg, run_dir: Path) -> None:
+    """The run folder can be made and written: output_root is a writable folder."""
+    from dfablate.paths import check_output_dir
+
+    root = cfg.get("output_root")
+    if root is not None and run_dir.is_relative_to(Path(str(root))):
+        check_output_dir(Path(str(root)), "output_root")
+        check_output_dir(run_dir, "output_root")
+    else:
+        check_output_dir(run_dir, "hydra.run.dir")
+
+
+def _check_trainer(cfg) -> None:
+    """Trainer and device settings that Lightning would refuse (or obey by training nothing)
+    only after the run folder and the W&B run exist."""
+    import torch
+
+    max_steps = _integer(cfg, "trainer.max_steps")
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise UserError(
+            f"trainer.max_steps={max_steps}: nothing to train; give a positive number of "
+            "optimizer steps, or -1 for no limit (trainer.max_epochs decides)"
+        )
+    max_epochs = _integer(cfg, "trainer.max_epochs")
+    if max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
+        raise UserError(
+            f"trainer.max_epochs={max_epochs}: nothing to train; give a positive number of "
+            "epochs, or -1 for no limit (trainer.max_steps decides)"
+        )
+    if max_epochs == -1 and max_steps in (None, -1):
+        raise UserError(
+            "trainer.max_epochs=-1 with trainer.max_steps=-1: training would never end; "
+            "limit one of them"
+        )
+    limit = OmegaConf.select(cfg, "trainer.limit_train_batches")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)):
+        raise UserError(f"trainer.limit_train_batches={limit}: must be a number")
+    if limit is not None and limit <= 0:
+        raise UserError(
+            f"trainer.limit_train_batches={limit}: nothing to train; give a fraction in (0, 1] "
+            "or a number of batches"
+        )
+    _check_trainer_arguments(cfg)
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator={accelerator}: no CUDA GPU here; use trainer=cpu")
+    if accelerator not in ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu"):
+        raise UserError(f"trainer.accelerator={accelerator}: not an accelerator (auto, cpu, gpu)")
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    if isinstance(devices, bool) or (isinstance(devices, int) and devices < 1):
+        raise UserError(f"trainer.devices={devices}: give at least 1 device, or auto")
+    if accelerator in ("gpu", "cuda") and isinstance(devices, int):
+        if devices > torch.cuda.device_count():
+            raise UserError(
+                f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+
+
+def _check_trainer_arguments(cfg) -> None:
+    """Keys Lightning's Trainer does not take, and a precision it does not know."""
+    import inspect
+
+    import lightning as L
+    from lightning.fabric.connector import _convert_precision_to_unified_args
+
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer.get("_target_") in ("lightning.pytorch.Trainer", "lightning.Trainer"):
+        accepted = set(inspect.signature(L.Trainer.__init__).parameters)
+        unknown = sorted(set(trainer) - accepted - {"_target_"})
+        if unknown:
+            raise UserError(f"trainer.{unknown[0]}: not an argument of Lightning's Trainer")
+    precision = trainer.get("precision")
+    if precision is not None:
+        try:
+            _convert_precision_to_unified_args(precision)
+        except ValueError as exc:
+            raise UserError(f"trainer.precision={precision}: {one_line(exc)}") from None
+
+
+def build_datamodule(cfg) -> Any:
+    """The run's data module: its crops, gains and order follow the run's seed."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(cfg.data, seed=int(cfg.seed))
+    except InstantiationException as exc:
+        raise as_user_error(exc) from exc
+
+
+def _check_data(cfg) -> None:
+    """The data settings and the dataset's folders (listing only, no file opened)."""
+    datamodule = build_datamodule(cfg)
+    if hasattr(datamodule, "training_pairs"):
+        datamodule.training_pairs()
+
+
 def check_run(cfg, run_dir: Path) -> RunStart:
-    """Every refusal `train` can make before it writes anything: bad values, a run directory
-    that already holds a run, a checkpoint that is unreadable or of another model."""
+    """Every refusal `train` can make before it writes anything (before Hydra makes the run
+    folder and before W&B starts): bad values, trainer, device and data settings, a run
+    directory that already holds a run, a checkpoint that is unreadable or of another model."""
+    from dfablate.cores import check_core_count
     from dfablate.features import get_norm, register_norm_function
     from dfablate.training.checkpoints import (
         IDENTITY_KEY,
@@ -195,17 +294,18 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     )
 
     _integer(cfg, "seed")
-    max_steps = _integer(cfg, "trainer.max_steps")
-    if max_steps is not None and (max_steps == 0 or max_steps < -1):
-        raise UserError(
-            f"trainer.max_steps={max_steps}: nothing to train; give a positive number of "
-            "optimizer steps, or -1 for no limit (trainer.max_epochs decides)"
-        )
+    for flag in ("resume", "validate_first"):
+        if not isinstance(cfg.get(flag, False), bool):
+            raise UserError(f"{flag}={cfg.get(flag)}: must be true or false")
+    check_core_count(cfg.get("num_threads"), "num_threads")
+    _check_output(cfg, run_dir)
+    _check_trainer(cfg)
     if cfg.norm.get("function"):
         register_norm_function(cfg.norm.name, cfg.norm.function)
     get_norm(cfg.norm.name)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     identity = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
+    _check_data(cfg)
     last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
@@ -317,7 +417,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
     ckpt_path, resume_step = start.ckpt_path, start.step
     run_dir.mkdir(parents=True, exist_ok=True)
     quiet_lightning()
-    if cfg.get("num_threads"):
+    if cfg.get("num_threads"):  # 0 or unset: all cores
         torch.set_num_threads(int(cfg.num_threads))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
@@ -334,7 +434,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, seed=int(cfg.seed))  # crops and order follow the run seed
+    datamodule = build_datamodule(cfg)
     system = DfnSystem(
         norm=cfg.norm.name,
         model=resolved["model"],

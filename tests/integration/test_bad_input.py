@@ -58,6 +58,7 @@ CASES = {
     "features-truncated": (["features", "{truncated}"], "{truncated}: truncated"),
     "score-out-binary": (["score", "{speech}", "{speech}", "--out", "{binary}"], "{binary} exists but is not a metrics CSV"),
     "download-not-a-url": (["data", "download-valentini", "--base-url", "not a url", "--root", "{folder}/valentini"], "--base-url 'not a url'"),
+    "download-refused": (["data", "download-valentini", "--root", "{folder}/valentini", "--base-url", "file://{folder}/nothing/"], "nothing/clean_trainset_28spk_wav.zip: can"),
     "download-root-file": (["data", "download-valentini", "--root", "{speech}"], "--root {speech}: is a file"),
     "make-mini-out-file": (["data", "make-mini", "--out", "{speech}"], "--out {speech}: is a file"),
     "compare-out-file": (["compare", "{a}", "{b}", "--out", "{speech}"], "--out {speech}: is a file"),
@@ -66,6 +67,22 @@ CASES = {
     "evaluate-unknown-key": (["evaluate", "run={run}", "+norm=original"], "+norm=original: evaluate has no option 'norm'"),
     "evaluate-data-root-not-in-run-data": (["evaluate", "run={run}", "data.root=/nonexistent"], "data.root=/nonexistent: the data this run trained on (mini) has no data.root"),
     "evaluate-expect-norm": (["evaluate", "run={run}", "expect_norm=bogus"], "expect_norm=bogus: unknown normalisation 'bogus'"),
+    "evaluate-out-dir-file": (["evaluate", "run={run}", "out_dir={speech}"], "out_dir {speech}: is a file"),
+    "evaluate-out-dir-unwritable": (["evaluate", "run={run}", "out_dir=/proc/x"], "out_dir /proc/x: cannot write"),
+    "evaluate-jobs-negative": (["evaluate", "run={run}", "jobs=-3", "out_dir={folder}/eval"], "jobs=-3: must be at least 0"),
+    "evaluate-threads-negative": (["evaluate", "run={run}", "num_threads=-1"], "num_threads=-1: must be at least 0"),
+    "evaluate-run-without-config": (["evaluate", "run={bare_run}"], "run={bare_run}: no recorded config"),
+    "make-mini-seed": (["data", "make-mini", "--out", "{folder}/mini", "--seed", "-1"], "--seed -1: must be"),
+    "features-missing": (["features", "{folder}/missing.wav"], "{folder}/missing.wav: no such file"),
+    "features-folder": (["features", "{folder}"], "{folder}: is a directory"),
+    "features-csv-not-ours": (["features", "{speech}", "--csv", "{speech}"], "--csv {speech}: exists but is not a features CSV"),
+    "score-long-name": (["score", "{speech}", "{speech}", "--out", "{folder}/new/%s.csv" % ("x" * 300)], "is longer than 255 bytes"),
+    "ablate-unknown-key": (["ablate", "output_root={folder}/out", "ablate.bogus=1"], "ablate.bogus=1: ablate.bogus is not an ablate setting"),
+    "ablate-typo": (["ablate", "output_root={folder}/out", "ablate.evaluate.input_gain_db=[5]"], "ablate.evaluate.input_gain_db is not an ablate setting (configs/ablate.yaml declares them); did you mean evaluate.input_gains_db?"),
+    "ablate-experiment-section": (["ablate", "output_root={folder}/out", "+ablate.evaluate.bogus=1"], "the experiment's ablate: section: ablate.evaluate.bogus is not an ablate setting"),
+    "ablate-max-files": (["ablate", "output_root={folder}/out", "ablate.evaluate.max_files=abc"], "ablate.evaluate.max_files=abc: must be a whole number"),
+    "ablate-compare-dir-file": (["ablate", "output_root={folder}/out", "ablate.compare_dir={speech}"], "ablate.compare_dir {speech}: is a file"),
+    "ablate-jobs-negative": (["ablate", "output_root={folder}/out", "ablate.evaluate.jobs=-1"], "ablate.evaluate.jobs=-1: must be at least 0"),
     "evaluate-device": (["evaluate", "run={run}", "device=cuda"], "device=cuda: CUDA is not available here"),
 }  # fmt: skip
 
@@ -75,7 +92,10 @@ def test_bad_input_is_one_line_and_changes_nothing(case, inputs, short_run, caps
     if case == "evaluate-device" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     argv, expected = CASES[case]
-    names = {key: str(path) for key, path in inputs.items()} | {"run": str(short_run.run_dir)}
+    bare_run = inputs["folder"] / "bare-run"  # a checkpoint without .hydra/config.yaml
+    shutil.copytree(short_run.run_dir / "checkpoints", bare_run / "checkpoints")
+    names = {key: str(path) for key, path in inputs.items()} | {
+        "run": str(short_run.run_dir), "bare_run": str(bare_run)}  # fmt: skip
     argv = [arg.format(**names) for arg in argv]
     before = _hashes(inputs["folder"], short_run.run_dir)
     capsys.readouterr()
@@ -175,3 +195,97 @@ def test_interrupted_evaluate_says_how_to_resume(short_run, tmp_path, capsys, mo
     monkeypatch.undo()
     assert main(err[-1].split("continue with: dfablate ", 1)[1].split()) == 0
     assert len(pd.read_csv(tmp_path / "eval" / "metrics.csv")) == 3
+
+
+TRAIN_CASES = {
+    "gains-word": (["data.gains_db=[abc]"], "data option gains_db=['abc'] must be"),
+    "batch-size-0": (["data.batch_size=0"], "data option batch_size=0 must be at least 1"),
+    "crop-negative": (["data.crop_seconds=-1"], "data option crop_seconds=-1 must be at least"),
+    "val-speakers": (["data.val_speakers=[nobody]"], "val_speakers nobody not found in"),
+    "no-valentini": (["data=valentini", "data.root={folder}/valentini", "logger=wandb"], "{folder}/valentini"),
+    "gpu": (["trainer=gpu"], "trainer.accelerator=gpu: no CUDA GPU here"),
+    "resume-maybe": (["resume=maybe"], "resume=maybe: must be true or false"),
+    "threads-negative": (["num_threads=-1"], "num_threads=-1: must be at least 0"),
+    "no-epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0: nothing to train"),
+    "no-batches": (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: nothing to train"),
+    "mini-seed": (["data.mini_seed=-1"], "data option mini_seed=-1 must be a whole number"),
+    "trainer-unknown-key": (["+trainer.bogus=1"], "trainer.bogus: not an argument of Lightning's Trainer"),
+    "precision": (["trainer.precision=fp8"], "trainer.precision=fp8: Precision 'fp8' is invalid"),
+    "output-root-file": (["output_root={speech}"], "output_root {speech}: is a file"),
+    "output-root-unwritable": (["output_root=/proc/x"], "output_root /proc/x: cannot write in /proc"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_refused_train_writes_nothing(case, inputs, mini_cache, capsys, monkeypatch):
+    """Every data, trainer and device setting is checked before Hydra makes the run folder
+    and before W&B starts: no run folder, no `new run in`, no Hydra or W&B lines."""
+    if case == "gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    folder = inputs["folder"]
+    monkeypatch.chdir(folder)
+    extra, expected = TRAIN_CASES[case]
+    names = {key: str(path) for key, path in inputs.items()}
+    argv = ["train", "data=mini", "model=dfn3_tiny", "trainer=cpu", "logger=csv",
+            f"output_root={folder / 'outputs'}"] + [arg.format(**names) for arg in extra]  # fmt: skip
+    before = _hashes(folder)
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert expected.format(**names) in err[0], err
+    assert "new run in" not in captured.out and "wandb" not in captured.out + captured.err
+    assert _hashes(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["speech.wav", "binary.dat", "truncated.wav", "a.csv", "b.csv"]
+    )
+
+
+def test_ablate_schema_is_ablate_yaml_and_an_empty_mapping_is_open():
+    """Keys come from configs/ablate.yaml itself; a key declared `{}` takes any children (the
+    metric names of a mapping such as `compare.margins`), others only declared ones."""
+    from dfablate.ablate import check_ablate_keys
+    from dfablate.config import config_file
+    from dfablate.errors import UserError
+
+    shipped = OmegaConf.load(config_file("ablate.yaml"))
+    check_ablate_keys(shipped, {"evaluate": {"jobs": 2, "input_gains_db": [0]}}, "cli")
+    schema = OmegaConf.merge(shipped, {"compare": {"margins": {}}})
+    check_ablate_keys(schema, {"compare": {"margins": {"pesq": 0.1, "stoi": 0.01}}}, "cli")
+    with pytest.raises(UserError, match=r"cli: ablate.compare.bogus is not an ablate setting"):
+        check_ablate_keys(schema, {"compare": {"bogus": 1}}, "cli")
+    with pytest.raises(UserError, match=r"ablate.evaluate.jobz is not.*did you mean evaluate.jobs"):
+        check_ablate_keys(shipped, {"evaluate": {"jobz": 1}}, "cli")
+
+
+VERBOSE_CASES = {
+    "train": ["train", "data=mini", "logger=csv", "resume=maybe", "output_root={folder}/out"],
+    "evaluate": ["evaluate", "run={folder}/no-such-run"],
+    "compare": ["compare", "{a}", "{a}", "--out", "{folder}/cmp"],
+    "ablate": ["ablate", "output_root={folder}/out", "ablate.bogus=1"],
+    "score": ["score", "{speech}", "{folder}/missing.wav", "--out", "{folder}/m.csv"],
+    "features": ["features", "{folder}/missing.wav"],
+    "data": ["data", "make-mini", "--out", "{folder}/mini", "--seed", "-1"],
+}
+
+
+@pytest.mark.parametrize("command", list(VERBOSE_CASES))
+def test_verbose_after_the_subcommand_only_adds_the_traceback(command, inputs, capsys):
+    """`dfablate COMMAND ... -v` (Hydra would read -v as an override) and `dfablate -v
+    COMMAND ...`: the same exit code 2 and error line as without -v, plus the traceback."""
+    names = {key: str(path) for key, path in inputs.items()}
+    argv = [arg.format(**names) for arg in VERBOSE_CASES[command]]
+    before = _hashes(inputs["folder"])
+    capsys.readouterr()
+    assert main(argv) == 2
+    plain = capsys.readouterr().err.strip().splitlines()
+    assert len(plain) == 1 and plain[0].startswith("error: "), plain
+    for verbose in ([argv[0], "-v", *argv[1:]], ["-v", *argv], [*argv, "--verbose"]):
+        assert main(verbose) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0] == "Traceback (most recent call last):" and err[-1] == plain[0], err
+    assert _hashes(inputs["folder"]) == before
+    assert sorted(p.name for p in inputs["folder"].iterdir()) == sorted(
+        ["speech.wav", "binary.dat", "truncated.wav", "a.csv", "b.csv"]
+    )

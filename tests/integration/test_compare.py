@@ -397,3 +397,119 @@ def test_same_named_csvs_stay_apart(tmp_path):
     comparison = compare([a, b])
     assert comparison.variants == ["run", "run#2"]
     assert comparison.summary.iloc[0]["mean_diff"] == pytest.approx(0.5)
+
+
+def _tree_hashes(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ([0, 0, 3, 4], "{0}: given twice"),  # R1 R1 R2 R3: not two seeds
+        ([0, 0], "{0}: given twice"),  # a run against itself
+        ([0, "{0}/eval/mini/metrics.csv", 3], "{0}/eval/mini/metrics.csv: the same run as {0}"),
+        ([0, "copy", 3, 4], "two runs of variant original with seed 0"),  # a copy: same seed
+    ],
+    ids=["twice", "itself", "dir-and-its-csv", "same-variant-and-seed"],
+)
+def test_a_run_counted_twice_is_refused(tmp_path, capsys, given, expected):
+    runs = seed_study(tmp_path / "runs")
+    copy = tmp_path / "copies" / "original-seed0"
+    copy.parent.mkdir()
+    import shutil
+
+    shutil.copytree(runs[0], copy)
+    argv = [str(copy) if g == "copy" else str(runs[g]) if isinstance(g, int) else g.format(runs[0])
+            for g in given]  # fmt: skip
+    before = _tree_hashes(tmp_path)
+    out = tmp_path / "cmp"
+    assert main(["compare", *argv, "--out", str(out), "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected.format(runs[0]) in err[0]
+    assert not out.exists() and _tree_hashes(tmp_path) == before
+
+
+def test_header_counts_the_files_compared(tmp_path, capsys):
+    """A file that failed in one run is not compared for that metric: the header says so."""
+    a = write_csv(tmp_path / "a.csv", {"pesq": [2.0, 1.0, 4.0, 2.5], "stoi": [0.9] * 4})
+    b = write_csv(tmp_path / "b.csv", {"pesq": [3.0, math.nan, 3.0, 2.5], "stoi": [0.8] * 4},
+                  errors=["", "NoUtterancesError", "", ""])  # fmt: skip
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--out", str(out), "--wandb", "disabled"]) == 0
+    assert "3-4 files (per metric)" in capsys.readouterr().out
+
+
+def test_a_file_failed_in_one_run_leaves_every_runs_mean(tmp_path):
+    """The failed file is left out of A's mean too, not only B's (mutant: 0.167 -> 0.383)."""
+    a = write_csv(tmp_path / "a.csv", {"pesq": [2.0, 1.0, 4.0, 2.5]})
+    b = write_csv(tmp_path / "b.csv", {"pesq": [3.0, math.nan, 3.0, 3.0]},
+                  errors=["", "failed", "", ""])  # fmt: skip
+    comparison = compare([a, b])
+    row = comparison.summary.iloc[0]
+    assert row["a_mean"] == pytest.approx((2.0 + 4.0 + 2.5) / 3)
+    assert row["mean_diff"] == pytest.approx((3.0 + 3.0 + 3.0) / 3 - (2.0 + 4.0 + 2.5) / 3)
+    means = comparison.run_means.set_index("label")["pesq"]
+    assert means["a"] == pytest.approx(8.5 / 3) and means["b"] == pytest.approx(3.0)
+
+
+def test_a_run_with_an_extra_file_compares_the_shared_ones(tmp_path):
+    """The first run has a file the second lacks: n_files counts the shared files, only_in
+    lists the extra one (no KeyError)."""
+    a = write_csv(tmp_path / "a.csv", {"pesq": [2.0, 1.0, 4.0, 2.5, 9.0]},
+                  files=[*FILES, "f5.wav"])  # fmt: skip
+    b = write_csv(tmp_path / "b.csv", {"pesq": [3.0, 1.0, 3.0, 2.5]})
+    comparison = compare([a, b])
+    assert comparison.summary.iloc[0]["n_files"] == 4
+    assert comparison.only_in == {"f5.wav": ["a"]}
+    assert comparison.summary.iloc[0]["a_mean"] == pytest.approx(9.5 / 4)
+
+
+def test_one_seed_each_is_student_and_unpaired(tmp_path):
+    a = write_run(tmp_path, "original", 0, {"pesq": [2.0, 1.0, 4.0, 2.5]})
+    b = write_run(tmp_path, "fixed", 0, {"pesq": [3.0, 1.5, 3.0, 2.5]})
+    row = compare([a, b]).summary.iloc[0]
+    assert row["test"] == "Student t" and not row["paired"]
+
+
+def test_b_better_share_counts_ties_as_not_better_and_db_metrics_have_no_relative(tmp_path):
+    a = write_csv(tmp_path / "a.csv", {"pesq": [1.0, 2.0, 3.0, 4.0], "ssnr": [1.0, 2.0, 3.0, 4.0]})
+    b = write_csv(tmp_path / "b.csv", {"pesq": [1.0, 3.0, 2.0, 4.0], "ssnr": [2.0, 3.0, 4.0, 5.0]})
+    summary = compare([a, b]).summary.set_index("metric")
+    assert summary.loc["pesq", "b_better_share"] == 0.25  # one better, one worse, two ties
+    assert summary.loc["ssnr", "b_better_share"] == 1.0
+    for column in ("rel_diff_of_means_pct", "rel_diff_mean_pct", "rel_diff_median_pct"):
+        assert np.isnan(summary.loc["ssnr", column]), column
+        assert np.isfinite(summary.loc["pesq", column]), column
+
+
+def test_keys_outside_the_identity_and_their_children_form_one_variant(tmp_path):
+    """logger.*, hydra.*, callbacks.media.* differ between seeds: still one variant."""
+    runs = [
+        write_run(tmp_path / "a", "original", seed, {"pesq": [2.0 + seed, 2, 2, 2]},
+                  extra=f"logger:\n  wandb:\n    project: p{seed}\nhydra:\n  run:\n    dir: d{seed}\n"
+                        f"callbacks:\n  media:\n    every: {seed + 1}\n")
+        for seed in (0, 1)
+    ] + [write_run(tmp_path / "b", "fixed", seed, {"pesq": [2.5 + seed, 2, 2, 2]}) for seed in (0, 1)]  # fmt: skip
+    comparison = compare(runs)
+    assert comparison.variants == ["original", "fixed"]
+    assert comparison.summary.iloc[0]["a_seeds"] == 2
+
+
+def test_robustness_band_uses_count_minus_one_degrees_of_freedom():
+    from dfablate.comparison.report import _t_half_width
+
+    half = _t_half_width(np.array([1.0, 2.0, 1.0]), np.array([3, 2, 1]))
+    assert half[0] == pytest.approx(stats.t.ppf(0.975, 2) / np.sqrt(3))
+    assert half[1] == pytest.approx(stats.t.ppf(0.975, 1) * 2.0 / np.sqrt(2))
+    assert np.isnan(half[2])
+
+
+def test_a_word_in_a_metrics_csv_is_named_not_taken_for_a_scoring_error(tmp_path, capsys):
+    a = write_csv(tmp_path / "a.csv", {"pesq": [2.0, 1.0, 4.0, 2.5]})
+    b = tmp_path / "b.csv"
+    b.write_text("file,pesq,error\nf1.wav,3.0,\nf2.wav,abc,\nf3.wav,nan,failed\nf4.wav,2.0,\n")
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {b}: pesq of f2.wav is 'abc', not a number"]
+    assert not (tmp_path / "o").exists()

@@ -365,3 +365,30 @@ def test_hydra_configs_instantiate(mini_root, monkeypatch, tmp_path):
     monkeypatch.setenv("VALENTINI_ROOT", str(tmp_path / "valentini"))
     dm = instantiate(OmegaConf.load(CONFIGS / "valentini.yaml"))
     assert dm.root == tmp_path / "valentini" and dm.crop_samples == 3 * 48000
+
+
+def test_crop_and_gain_draws_are_independent_golden_values():
+    """Seed 0, epochs 0 and 1: pinned crop offsets and gains. The gain has its own random
+    stream: drawn from the crop's stream it would follow the crop offsets."""
+    from dfablate.data.datamodule import PairedWaveDataset
+
+    data = PairedWaveDataset([None] * 8, 16000, crop_samples=1000, seed=0, gains_db=(-6, 0, 6))
+    assert [data.crop_offset(10000, i, 0) for i in range(8)] == [
+        7656, 8008, 1995, 6526, 2242, 7779, 4947, 8962]  # fmt: skip
+    assert [data.gain_db(i, 0) for i in range(8)] == [0, 6, 6, -6, -6, -6, 0, 0]
+    assert [data.crop_offset(10000, i, 1) for i in range(8)] == [
+        4699, 6069, 4996, 1103, 1750, 7447, 3449, 6329]  # fmt: skip
+    assert [data.gain_db(i, 1) for i in range(8)] == [0, -6, 0, -6, 6, 0, 6, -6]
+
+
+def test_a_truncated_file_is_refused_in_training_data_and_verify(small, capsys):
+    """A WAV whose header promises more frames than it holds: a one-line refusal at setup, a
+    problem in `data verify` (libsndfile would read it as if complete)."""
+    wav = small / "noisy_trainset_28spk_wav" / "p903_002.wav"
+    frames = sf.info(wav).frames
+    data = wav.read_bytes()
+    wav.write_bytes(data[: 44 + 2 * (frames // 2)])  # PCM_16 mono: half the frames
+    reason = f"{wav}: truncated: {frames // 2} of {frames} frames"
+    assert reason in _setup_error(small)
+    assert main(["data", "verify", "--root", str(small), "--split", "train"]) == 1
+    assert reason in capsys.readouterr().out

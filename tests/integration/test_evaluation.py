@@ -18,6 +18,7 @@ from wandb_offline import read_offline_run
 from dfablate.audio import load_audio
 from dfablate.cli import main
 from dfablate.data.valentini import find_pairs
+from dfablate.errors import UserError
 from dfablate.evaluation import PIPELINE_VERSION, evaluate_model, gain_dir_name
 from dfablate.evaluation import TestSet as EvalSet  # not collected by pytest
 from dfablate.scoring import COLUMNS
@@ -240,3 +241,59 @@ def test_cli_evaluate_at_shifted_input_levels(testset_root, tmp_path, capsys):
     assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [
         "valentini@+10dB", "valentini@-25dB"
     ]  # fmt: skip
+
+
+def _identity_model(monkeypatch) -> None:
+    """Enhancement that returns its input: the scores then depend only on the data."""
+    from dfablate.evaluation import pipeline
+
+    monkeypatch.setattr(pipeline, "_enhance", lambda noisy, features, model, device: noisy)
+
+
+def test_input_gains_and_reused_folders(testset_root, tmp_path, monkeypatch):
+    """An identity model at +-10 dB has the SSNR it has at 0 dB (noisy input and clean
+    reference scaled together); one out_dir reused for another gain, or holding a metrics.csv
+    without eval_state.json, is scored again with a warning, never reused."""
+    _identity_model(monkeypatch)
+    system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
+    pairs = find_pairs(testset_root, "test")[:2]
+    test_set = EvalSet("toy", testset_root, pairs)
+    out = tmp_path / "eval"
+    options = dict(identity={"checkpoint_sha1": "abc"}, noisy_cache_dir=tmp_path / "cache",
+                   jobs=1, progress=False)  # fmt: skip
+
+    def ssnr(gain: float, folder: Path) -> np.ndarray:
+        evaluation = evaluate_model(
+            system.features, system.dfnet, test_set, folder, input_gain_db=gain, **options
+        )
+        return np.array([row["ssnr"] for row in evaluation.rows])
+
+    at_zero = ssnr(0.0, out)
+    assert np.isfinite(at_zero).all()
+    table = pd.read_csv(out / "metrics.csv")
+    table.assign(ssnr=99.0).to_csv(out / "metrics.csv", index=False)  # reused: marker stays
+    with pytest.warns(UserWarning, match="re-evaluating"):
+        louder = ssnr(10.0, out)  # the same folder at another gain
+    np.testing.assert_allclose(louder, at_zero, atol=1e-3)
+    np.testing.assert_allclose(ssnr(-10.0, tmp_path / "quiet"), at_zero, atol=1e-3)
+
+    (out / "eval_state.json").unlink()  # results of unknown origin
+    pd.read_csv(out / "metrics.csv").assign(ssnr=99.0).to_csv(out / "metrics.csv", index=False)
+    with pytest.warns(UserWarning, match="re-evaluating"):
+        again = ssnr(10.0, out)
+    np.testing.assert_allclose(again, at_zero, atol=1e-3)
+
+
+def test_a_foreign_metrics_csv_in_out_dir_is_left_alone(testset_root, tmp_path):
+    """out_dir= holding a metrics.csv that is not one (a user's own table): refused, kept."""
+    system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
+    test_set = EvalSet("toy", testset_root, find_pairs(testset_root, "test")[:1])
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "metrics.csv").write_text("name,score\nx,1\n")
+    with pytest.raises(UserError, match="exists but is not a metrics CSV"):
+        evaluate_model(system.features, system.dfnet, test_set, out,
+                       identity={"checkpoint_sha1": "abc"}, noisy_cache_dir=tmp_path / "cache",
+                       jobs=1, progress=False)  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv"]
+    assert (out / "metrics.csv").read_text() == "name,score\nx,1\n"

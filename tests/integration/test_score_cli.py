@@ -21,7 +21,6 @@ from pesq import pesq
 
 from dfablate.audio import read_audio
 from dfablate.cli import main
-from dfablate.errors import UserError
 from dfablate.scoring import COLUMNS, scoring_pool
 
 DFABLATE = Path(sys.executable).with_name("dfablate")
@@ -93,7 +92,7 @@ def _write_bad_pairs(clean_dir: Path, enhanced_dir: Path, speech) -> dict[str, s
         "nan.wav": "NaN or Inf",
         "inf.wav": "NaN or Inf",
         "corrupt.wav": "cannot read audio",
-        "truncated.wav": "length mismatch",
+        "truncated.wav": "truncated: 15989 of 32000 frames",
         "stereo.wav": "2 channels",
         "rate.wav": "sample rate mismatch",
         "length.wav": "length mismatch",
@@ -187,13 +186,25 @@ def test_wrong_arguments_exit_2_with_one_line_naming_the_path(dirs, speech, tmp_
         assert err.startswith("error: ") and fragment in err and "\n" not in err, (label, err)
     assert foreign.read_text() == "name,score\nx.wav,1\n"  # left alone
     with pytest.raises(SystemExit) as exit_info:
-        main(["score", str(clean_dir), str(enhanced_dir), "--jobs", "0"])
+        main(["score", str(clean_dir), str(enhanced_dir), "--jobs", "-1"])
     assert exit_info.value.code == 2
 
 
-def test_verbose_shows_the_traceback(tmp_path):
-    with pytest.raises(UserError, match="no such file"):
-        main(["-v", "score", str(tmp_path / "a"), str(tmp_path / "b")])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_only_adds_the_traceback(tmp_path, capsys, where):
+    """`-v` before or after the subcommand: the same exit code and error line, plus the
+    traceback."""
+    args = ["score", str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main(args) == 2
+    plain = capsys.readouterr().err
+    assert main(["-v", *args] if where == "before" else [*args, "-v"]) == 2
+    verbose = capsys.readouterr().err
+    assert "Traceback" in verbose and "Traceback" not in plain
+    assert (
+        verbose.strip().splitlines()[-1]
+        == plain.strip()
+        == f"error: CLEAN {tmp_path / 'a'}: no such file or directory"
+    )
 
 
 def test_finished_rows_are_kept_and_errors_or_changed_files_rescored(dirs, speech, tmp_path):
@@ -208,7 +219,6 @@ def test_finished_rows_are_kept_and_errors_or_changed_files_rescored(dirs, speec
         writer.writerow(["b.wav", *sentinel, ""])  # finished: must be kept as is
         writer.writerow(["c.wav", *sentinel, "some earlier failure"])  # error: retried
         writer.writerow(["d.wav", *sentinel, ""])  # its audio changes below: rescored
-        writer.writerow(["gone.wav", *sentinel, ""])  # no longer in the inputs: dropped
         handle.write("a.wav,2.5,0.9")  # a line cut short by an interruption
     written = out.stat().st_mtime_ns
     clean, noise = speech
@@ -223,6 +233,90 @@ def test_finished_rows_are_kept_and_errors_or_changed_files_rescored(dirs, speec
     for name in ("a.wav", "c.wav", "d.wav"):
         assert rows[name]["error"] == ""
         assert float(rows[name]["pesq"]) < 5
+
+
+def test_a_csv_of_other_files_is_refused_and_force_replaces_it(dirs, speech, tmp_path, capsys):
+    """`score dirA dirB` then `score x.wav y.wav` in the same folder (the default --out): the
+    first job's rows are not silently replaced by one row."""
+    clean_dir, enhanced_dir = dirs
+    for name in ("a.wav", "b.wav"):
+        _write_good_pair(clean_dir, enhanced_dir, name, speech, 0.2)
+    out = tmp_path / "metrics.csv"
+    assert main(["score", str(clean_dir), str(enhanced_dir), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    one_pair = ["score", str(clean_dir / "a.wav"), str(enhanced_dir / "b.wav"), "--out", str(out)]
+    capsys.readouterr()
+    assert main(one_pair) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: --out {out}: holds the results of 1 other file(s) (a.wav); choose another "
+        "--out, or pass --force to replace it"
+    ]
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "clean", "enhanced", "metrics.csv"]  # fmt: skip
+    assert main([*one_pair, "--force"]) == 0
+    assert list(_read_csv(out)) == ["b.wav"]
+
+
+def test_a_second_process_on_the_same_csv_refuses_naming_the_holder(dirs, speech, tmp_path, capsys):
+    """An advisory lock (fcntl) on the output: a second `score` into the same CSV refuses
+    instead of scoring everything again."""
+    clean_dir, enhanced_dir = dirs
+    _write_good_pair(clean_dir, enhanced_dir, "a.wav", speech, 0.2)
+    out = tmp_path / "m.csv"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path; from dfablate.scoring import output_lock\n"
+         "with output_lock(Path(sys.argv[1])):\n print('locked', flush=True); sys.stdin.read()",
+         str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        capsys.readouterr()
+        assert main(["score", str(clean_dir), str(enhanced_dir), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"error: --out {out}: being written by another process (PID {holder.pid}); wait for "
+            "it to finish or choose another --out"
+        ]
+        assert not out.exists()
+    finally:
+        holder.communicate("")
+    assert not (tmp_path / "m.csv.lock").exists()  # the holder removed it
+    assert main(["score", str(clean_dir), str(enhanced_dir), "--out", str(out)]) == 0
+
+
+def test_jobs_zero_means_all_cores_and_a_word_is_named(dirs, speech, tmp_path, capsys):
+    """One rule for every jobs/num_threads option: 0 = all cores, negative or not a number
+    refused naming the option."""
+    clean_dir, enhanced_dir = dirs
+    _write_good_pair(clean_dir, enhanced_dir, "a.wav", speech, 0.2)
+    args = ["score", str(clean_dir), str(enhanced_dir), "--out", str(tmp_path / "m.csv")]
+    assert main([*args, "--jobs", "0"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--jobs", "abc"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--jobs=abc: must be a whole number" in err and "_core_count" not in err
+
+
+def test_empty_and_narrow_band_files_say_what_is_wrong(dirs, speech, tmp_path, capsys):
+    clean_dir, enhanced_dir = dirs
+    sf.write(clean_dir / "empty.wav", np.zeros(0, np.float32), RATE)
+    sf.write(enhanced_dir / "empty.wav", np.zeros(0, np.float32), RATE)
+    clean, noise = speech
+    sf.write(clean_dir / "tiny.wav", clean[1000:1004], RATE)
+    sf.write(enhanced_dir / "tiny.wav", noise[1000:1004], RATE)
+    sf.write(clean_dir / "narrow.wav", clean[::2], RATE // 2)
+    sf.write(enhanced_dir / "narrow.wav", (clean + 0.2 * noise)[::2], RATE // 2)
+    with pytest.warns(UserWarning, match="8000 Hz audio scored with wide-band PESQ"):
+        main(["score", str(clean_dir), str(enhanced_dir), "--out", str(tmp_path / "m.csv")])
+    rows = _read_csv(tmp_path / "m.csv")
+    assert rows["empty.wav"]["error"] == f"{clean_dir / 'empty.wav'}: file holds no audio samples"
+    assert rows["tiny.wav"]["error"] == (
+        "too short to score: 4 samples (0.000 s); the metrics need at least 0.038 s"
+    )
+    assert rows["narrow.wav"]["error"] == ""
 
 
 def _wait_for_rows(csv_path: Path, rows: int, process: subprocess.Popen) -> None:

@@ -130,3 +130,37 @@ def test_holm_against_statsmodels():
     adjusted = holm(p)
     np.testing.assert_allclose(adjusted[finite], expected)
     assert np.isnan(adjusted[2])
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_identical_runs_have_no_spread_not_p_zero(paired):
+    """Each variant's runs score identically: no seed spread, so NaN interval and p (not p = 0
+    with a zero-width interval), and the comparison says why."""
+    from dfablate.comparison.stats import seed_spread_status
+
+    test = run_mean_test(np.array([2.0, 2.0, 2.0]), np.array([3.0, 3.0, 3.0]), paired=paired)
+    assert test.mean_diff == 1.0
+    for value in (test.se, test.ci95_low, test.ci95_high, test.p_value):
+        assert np.isnan(value)
+    assert np.isnan(minimum_detectable_difference(test)) and np.isnan(seeds_needed(test))
+    assert seed_spread_status(test) == "unknown: the runs of both variants score identically"
+
+
+def _welch_power_by_hand(diff: float, sd_a: float, sd_b: float, k: int) -> float:
+    """Two-sided Welch power at k seeds per variant from scipy's noncentral t."""
+    var = (sd_a**2 + sd_b**2) / k
+    df = (var**2) / ((sd_a**2 / k) ** 2 / (k - 1) + (sd_b**2 / k) ** 2 / (k - 1))
+    crit = stats.t.isf(0.025, df)
+    nc = diff / np.sqrt(var)
+    return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+
+
+def test_welch_seeds_needed_against_scipy_nct():
+    a = np.array([2.00, 2.05, 1.96])
+    b = np.array([2.10, 2.30, 2.02])
+    test = run_mean_test(a, b, paired=False, unpaired="welch")
+    diff, sd_a, sd_b = float(test.mean_diff), a.std(ddof=1), b.std(ddof=1)
+    powers = {k: _welch_power_by_hand(diff, sd_a, sd_b, k) for k in range(2, 60)}
+    expected = min(k for k, p in powers.items() if p >= 0.8)
+    assert seeds_needed(test) == expected
+    assert powers[expected - 1] < 0.8 <= powers[expected]

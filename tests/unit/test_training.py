@@ -294,3 +294,66 @@ def test_df_alpha_head_trains_only_where_the_forward_uses_it():
         for s in (dfn3, dfn2, dfn2_alpha)
     ]
     assert trainable == [False, False, True]
+
+
+# --- resume, fast: the checkpoint callback's state, check_run's choice, the best score ---------
+
+
+def test_run_checkpoints_state_round_trip():
+    saved = RunCheckpoints()
+    saved.best_score = 0.42
+    restored = RunCheckpoints()
+    restored.load_state_dict(saved.state_dict())
+    assert restored.best_score == 0.42
+    restored.load_state_dict({})  # a checkpoint from before the best score was kept
+    assert restored.best_score == math.inf
+
+
+def test_resume_restores_the_best_score(tmp_path, batches):
+    """A resumed fit starts with the best validation loss of the run so far: a worse first
+    validation after the resume must not replace best.ckpt."""
+    first = RunCheckpoints(every_n_train_steps=100)
+    trainer = _trainer(tmp_path, callbacks=[first], limit_val_batches=1)
+    trainer.fit(_tiny(), _loader(batches), _loader(batches[:1]))
+    assert math.isfinite(first.best_score)
+
+    class Seen(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.best = resumed.best_score
+
+    resumed, seen = RunCheckpoints(every_n_train_steps=100), Seen()
+    trainer = _trainer(tmp_path, callbacks=[resumed, seen], limit_val_batches=1, max_epochs=2)
+    trainer.fit(_tiny(), _loader(batches), _loader(batches[:1]),
+                ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"))  # fmt: skip
+    assert seen.best == pytest.approx(first.best_score)
+
+
+def test_check_run_resumes_from_last_ckpt(short_run, tmp_path):
+    from dfablate.training.task import RunStart, check_run
+
+    last = short_run.run_dir / "checkpoints" / "last.ckpt"
+    step = int(torch.load(last, weights_only=True)["global_step"])
+    resume = compose_train_config([*short_run.args, "resume=true"])
+    assert check_run(resume, short_run.run_dir) == RunStart(str(last), step)
+    with pytest.raises(UserError, match="already holds a training run"):
+        check_run(compose_train_config(short_run.args), short_run.run_dir)
+    assert check_run(resume, tmp_path / "new-run") == RunStart()  # nothing to resume yet
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(last.read_bytes())
+    explicit = compose_train_config([*short_run.args, "resume=true", f"ckpt_path={other}"])
+    assert check_run(explicit, short_run.run_dir).ckpt_path == str(other)
+
+
+def test_the_data_module_gets_the_runs_seed(mini_cache):
+    """seed=0 and seed=1: different crop orders (the run's seed reaches the data module)."""
+    from dfablate.training.task import build_datamodule
+
+    orders = []
+    for seed in (0, 1):
+        datamodule = build_datamodule(compose_train_config(["data=mini", f"seed={seed}"]))
+        assert datamodule.seed == seed
+        datamodule.setup("fit")
+        loader = datamodule.train_dataloader()
+        loader.sampler.set_epoch(0)
+        orders.append(list(loader.sampler))
+    assert orders[0] != orders[1]
