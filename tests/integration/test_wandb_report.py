@@ -1,6 +1,7 @@
 """The study's W&B Report: its spec written offline, built with wandb-workspaces (only the API's
 project look-up replaced, as wandb-workspaces' own tests do), checked against the runs read back
-from their offline files; saving and `wandb-report push` against a stubbed W&B API."""
+from their offline files; saving and `wandb-report push` through the real wandb.Api against a
+stub W&B server on 127.0.0.1 (tests/wandb_stub.py)."""
 
 from __future__ import annotations
 
@@ -26,47 +27,22 @@ APP_URL = "https://wandb.test"
 
 
 class FakeService:
-    """The GraphQL transport of wandb.Api: answers the project look-up and the Report's save."""
+    """The GraphQL transport of wandb.Api, answering only the runsets' project look-up."""
 
     app_url = APP_URL
 
-    def __init__(self) -> None:
-        self.saved: list[dict] = []
-
     def execute_graphql(self, query: str, variables: dict | None = None) -> dict:
-        variables = variables or {}
-        if "upsertView" in query:
-            self.saved.append(variables)
-            view = {
-                "id": "VmlldzoxMjM0", "name": variables["name"], "type": variables["type"],
-                "displayName": variables["displayName"], "description": variables["description"],
-                "project": {"name": variables["projectName"],
-                            "entityName": variables["entityName"]},
-                "spec": variables["spec"],
-            }  # fmt: skip
-            return {"upsertView": {"view": view}}
         assert "ProjectInternalId" in query, query
         return {"project": {"internalId": "UHJvamVjdDox"}}
 
 
 class FakeApi:
-    """wandb.Api as the Report code uses it (default entity, projects, runs' summaries)."""
+    """wandb.Api as building a Report offline uses it: the project look-up only."""
 
     default_entity = "team"
 
     def __init__(self) -> None:
         self._service_api = FakeService()
-        self.summary_updates: dict[str, dict] = {}
-
-    def projects(self, entity: str) -> list:
-        return [SimpleNamespace(name="dfablate")]
-
-    def create_project(self, project: str, entity: str) -> None:
-        raise AssertionError("the study's project exists")
-
-    def run(self, path: str):
-        updates = self.summary_updates.setdefault(path, {})
-        return SimpleNamespace(summary=SimpleNamespace(update=updates.update))
 
 
 @pytest.fixture()
@@ -238,6 +214,18 @@ def test_merged_per_file_table_by_hand(tmp_path):
 
 
 @pytest.fixture()
+def stub_server(monkeypatch):
+    """A stub W&B server on 127.0.0.1 that the real wandb.Api talks to (credentials set)."""
+    from wandb_stub import stub_wandb_server
+
+    with stub_wandb_server() as (url, stub):
+        monkeypatch.setenv("WANDB_BASE_URL", url)
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+        stub.url = url
+        yield stub
+
+
+@pytest.fixture()
 def offline_comparison(tmp_path, capsys) -> Path:
     runs = seed_study(tmp_path / "runs")
     out = tmp_path / "cmp"
@@ -249,17 +237,17 @@ def offline_comparison(tmp_path, capsys) -> Path:
 
 
 def _files(folder: Path) -> dict[Path, bytes]:
-    """The folder's files and contents, W&B's own debug logs left out (its service may still
-    append to them after the compare run finished)."""
+    """The folder's files and contents; W&B's own run folder left out (its service may still be
+    writing the offline run after the compare command returned) but for `.synced` markers."""
     return {
         p: p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and "logs" not in p.relative_to(folder).parts and p.suffix != ".log"
+        if p.is_file() and ("wandb" not in p.relative_to(folder).parts or p.suffix == ".synced")
     }
 
 
 def test_push_refuses_without_credentials_then_unsynced_runs(
-    offline_comparison, tmp_path, monkeypatch, capsys, fake_api
+    offline_comparison, tmp_path, monkeypatch, capsys
 ):
     out = offline_comparison
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -274,18 +262,23 @@ def test_push_refuses_without_credentials_then_unsynced_runs(
     assert main(["wandb-report", "push", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not synced" in err and str((out / "wandb").resolve()) in err
-    assert _files(out) == before and fake_api._service_api.saved == []
+    assert _files(out) == before
 
+
+def test_push_saves_the_report_on_a_stub_server(offline_comparison, stub_server, capsys):
+    """After `wandb sync`, push saves the Report through the real wandb.Api (HTTP to a stub
+    server): in the default entity, links resolved; URL in report.md and the run's summary."""
+    out = offline_comparison
     run_id = read_spec(out)["runs"]["compare"][0]["id"]
     (run_file,) = (out / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
     run_file.with_name(run_file.name + ".synced").touch()  # what `wandb sync` leaves
     assert main(["wandb-report", "push", str(out)]) == 0
-    url = f"{APP_URL}/team/dfablate/reports/fixed-vs-original--VmlldzoxMjM0"
-    assert capsys.readouterr().out.strip() == f"W&B Report: {url}"
-    (saved,) = fake_api._service_api.saved
+    url = f"{stub_server.url}/team/dfablate/reports/fixed-vs-original--VmlldzoxMjM0"
+    assert capsys.readouterr().out.strip().endswith(f"W&B Report: {url}")
+    (saved,) = stub_server.saved_views
     assert saved["entityName"] == "team" and saved["projectName"] == "dfablate"
-    assert f"{APP_URL}/team/dfablate/runs/{run_id}" in saved["spec"]  # links resolved
-    assert fake_api.summary_updates == {f"team/dfablate/{run_id}": {REPORT_URL_KEY: url}}
+    assert f"{stub_server.url}/team/dfablate/runs/{run_id}" in saved["spec"]  # links resolved
+    assert stub_server.summaries[stub_server.run_ids[run_id]] == {REPORT_URL_KEY: url}
     assert (out / "report.md").read_text().rstrip().endswith(f"W&B Report: {url}")
 
 
@@ -295,8 +288,9 @@ def test_push_without_a_spec_is_one_line(tmp_path, capsys):
     assert "\n" not in err and "no wandb_report.json" in err
 
 
-def test_online_compare_run_saves_the_report(tmp_path, fake_api):
-    """With an online compare run the Report is saved at once: URL in report.md and summary."""
+def test_online_compare_run_saves_the_report(tmp_path, stub_server):
+    """With an online compare run the Report is saved at once (real wandb.Api, stub server):
+    URL in report.md and in the run's summary; a failed save is a warning naming push."""
     runs = seed_study(tmp_path / "runs")
     comparison = compare_runs(*load_runs(runs))
     out = tmp_path / "cmp"
@@ -306,15 +300,12 @@ def test_online_compare_run_saves_the_report(tmp_path, fake_api):
     run = SimpleNamespace(offline=False, entity="lab", summary={})
     publisher(run)
     assert publisher.url == run.summary[REPORT_URL_KEY]
-    assert publisher.url.startswith(f"{APP_URL}/lab/dfablate/reports/")
-    assert fake_api._service_api.saved[0]["entityName"] == "lab"
+    assert publisher.url.startswith(f"{stub_server.url}/lab/dfablate/reports/")
+    assert stub_server.saved_views[0]["entityName"] == "lab"
     assert (out / "report.md").read_text().endswith(f"W&B Report: {publisher.url}\n")
     assert read_spec(out)["title"] == "fixed vs original"
 
-    def unreachable(*args, **kwargs):
-        raise ConnectionError("no route to host")
-
-    fake_api._service_api.execute_graphql = unreachable  # the save fails: a warning, no URL
+    stub_server.answer = lambda query, variables: {}  # the server stops answering sensibly
     again = ReportPublisher(comparison, out, project="dfablate", command="dfablate compare")
     with pytest.warns(UserWarning, match="could not be saved.*wandb-report push"):
         again(SimpleNamespace(offline=False, entity="lab", summary={}))
