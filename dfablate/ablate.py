@@ -95,6 +95,7 @@ class Plan:
     test_set: object  # dfablate.evaluation.TestSet every run is evaluated on
     settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
     num_threads: int | None  # the training config's torch threads, used for inference too
+    overrides: list[str] = field(default_factory=list)  # as given to `dfablate ablate`
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -143,6 +144,7 @@ def plan(overrides: list[str]) -> Plan:
 
     from dfablate.config import compose_config, config_file
     from dfablate.evaluation import load_test_set
+    from dfablate.evaluation.command import check_metrics_option
 
     ablate_overrides, train_overrides, sweeps = _split_overrides(overrides)
     if not any(o.split("=", 1)[0] == "experiment" for o in train_overrides):
@@ -181,6 +183,7 @@ def plan(overrides: list[str]) -> Plan:
         data_name = settings.evaluate.data
     options = settings.evaluate
     options.input_gains_db = input_gains(options.get("input_gains_db", [0]))
+    options.metrics = list(check_metrics_option(options.metrics, "ablate.evaluate.metrics"))
     test_set = load_test_set(data_cfg, data_name, options.split, options.max_files)
     return Plan(
         name=str(cfg.name),
@@ -190,6 +193,7 @@ def plan(overrides: list[str]) -> Plan:
         test_set=test_set,
         settings=settings,
         num_threads=cfg.get("num_threads"),
+        overrides=list(overrides),
     )
 
 
@@ -329,7 +333,7 @@ def evaluate_trained(plan: Plan, console) -> None:
                 break
             ckpt = job.checkpoint
             where = gain_dir_name(test_set.name, gain)
-            if is_evaluated(job.run_dir, test_set, ckpt, gain):
+            if is_evaluated(job.run_dir, test_set, ckpt, gain, options.metrics):
                 skipped.append(job.label if gain == 0 else f"{job.label} {where}")
                 continue
             console.print(f"evaluate: {job.label} ({ckpt.name}) on {where}")
@@ -345,6 +349,7 @@ def evaluate_trained(plan: Plan, console) -> None:
                     noisy_cache_dir=noisy_cache_dir,
                     wandb_cfg=OmegaConf.to_container(plan.settings.wandb),
                     input_gain_db=gain,
+                    metrics=options.metrics,
                 )
             except UserError as exc:
                 job.failure = f"evaluation failed ({where}): {exc}"
@@ -395,12 +400,43 @@ def compare_evaluated(plan: Plan, console):
             print_summary(comparison, report, console)
             return comparison
     paths = write_outputs(comparison, out_dir)
+    publisher = report_publisher(plan, comparison, out_dir)
     log_comparison_to_wandb(
-        comparison, paths, mode=plan.settings.wandb.mode, project=plan.settings.wandb.project
+        comparison,
+        paths,
+        mode=plan.settings.wandb.mode,
+        project=plan.settings.wandb.project,
+        on_run=publisher,
     )
     inputs_path.write_text(json.dumps(inputs, indent=1) + "\n")
     print_summary(comparison, paths["report"], console)
+    if publisher is not None:
+        from dfablate.cli.compare import report_message
+
+        console.print(report_message(publisher), highlight=False)
     return comparison
+
+
+def report_publisher(plan: Plan, comparison, out_dir: Path):
+    """The W&B Report's publisher when `ablate.wandb.report` is on and W&B is not disabled;
+    without the wandb-report extra, one warning and no Report (the ablation still succeeds)."""
+    import warnings
+
+    from dfablate.tracking import wandb_mode
+
+    settings = plan.settings.wandb
+    if not settings.get("report", True) or wandb_mode(settings.mode) == "disabled":
+        return None
+    from dfablate.wandb_report import ReportPublisher, require_workspaces
+    from dfablate.wandb_report.publish import command_line
+
+    try:
+        require_workspaces("the W&B Report")
+    except UserError as exc:
+        warnings.warn(f"{exc}; skipping the Report", stacklevel=2)
+        return None
+    command = command_line(["ablate", *plan.overrides])
+    return ReportPublisher(comparison, out_dir, project=str(settings.project), command=command)
 
 
 def run_ablation(overrides: list[str]) -> int:

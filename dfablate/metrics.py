@@ -7,6 +7,12 @@ Conventions (those of the Valentini literature and DeepFilterNet's evaluation):
 - STOI is pystoi's algorithm applied to the 16 kHz signals.
 - SI-SDR is computed at the native rate, without removing the mean (speechmetrics' formula, as in
   DeepFilterNet's evaluation).
+- DNSMOS (`dnsmos_sig`, `dnsmos_bak`, `dnsmos_ovrl`, `dnsmos_p808`; optional, the `dnsmos` group)
+  scores the enhanced signal alone at 16 kHz (`dfablate.dnsmos`); the reference is not used.
+
+`METRICS`, the seven intrusive metrics, is the default selection; `parse_metrics` turns a list of
+names and groups ("pesq,dnsmos") into a selection in the canonical order of `ALL_METRICS`. Every
+metric is "higher is better".
 
 The composite measures mirror DeepFilterNet's `df.sepm.composite` step by step (same framing,
 windows, clipping and 95 % frame selection) with the per-frame Python loops (LPC for LLR,
@@ -19,6 +25,7 @@ rescaling and no 16-bit quantisation (dividing by 32768 inside WSS is a known po
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -28,8 +35,13 @@ from pesq import BufferTooShortError, NoUtterancesError, PesqError, pesq
 from pystoi import utils as stoi_utils
 
 from dfablate.audio import resample
+from dfablate.dnsmos import DNSMOS_METRICS, dnsmos, dnsmos_available
+from dfablate.errors import UserError
 
-METRICS = ("pesq", "stoi", "csig", "cbak", "covl", "ssnr", "sisdr")
+METRICS = ("pesq", "stoi", "csig", "cbak", "covl", "ssnr", "sisdr")  # the default selection
+ALL_METRICS = (*METRICS, *DNSMOS_METRICS)
+METRIC_GROUPS = {"dnsmos": DNSMOS_METRICS}
+_COMPOSITE_METRICS = ("csig", "cbak", "covl", "ssnr")
 METRIC_RATE = 16000  # PESQ, STOI, composite measures and segmental SNR
 
 pystoi_module = importlib.import_module(
@@ -70,10 +82,36 @@ class MetricError(ValueError):
     """A pair that cannot be scored (mismatched lengths, non-finite samples, no speech found)."""
 
 
-def score_pair(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int) -> dict[str, float]:
-    """All metrics of `enhanced` against the reference `clean` (1-D arrays at `sample_rate`).
+def parse_metrics(names: str | Sequence[str]) -> tuple[str, ...]:
+    """The metrics selected by names and groups ("pesq,dnsmos" or ["pesq", "dnsmos"]), in the
+    order of ALL_METRICS; UserError naming an unknown one."""
+    items = names.split(",") if isinstance(names, str) else [str(n) for n in names]
+    chosen: set[str] = set()
+    for item in (i.strip() for i in items):
+        if item in METRIC_GROUPS:
+            chosen.update(METRIC_GROUPS[item])
+        elif item in ALL_METRICS:
+            chosen.add(item)
+        else:
+            known = ", ".join((*ALL_METRICS, *METRIC_GROUPS))
+            raise UserError(f"unknown metric {item!r} (known: {known})")
+    if not chosen:
+        raise UserError("no metric selected")
+    if chosen & set(DNSMOS_METRICS) and not dnsmos_available():
+        raise UserError("DNSMOS needs onnxruntime: pip install 'dfablate[dnsmos]'")
+    return tuple(m for m in ALL_METRICS if m in chosen)
 
-    Returns a dict with the keys of METRICS. Raises MetricError when the pair cannot be scored.
+
+def score_pair(
+    clean: np.ndarray,
+    enhanced: np.ndarray,
+    sample_rate: int,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, float]:
+    """The `metrics` of `enhanced` against the reference `clean` (1-D arrays at `sample_rate`).
+
+    Returns a dict keyed by `metrics` (default: the seven intrusive METRICS). Raises MetricError
+    when the pair cannot be scored.
     """
     clean = np.asarray(clean)
     enhanced = np.asarray(enhanced)
@@ -97,11 +135,19 @@ def score_pair(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int) -> dic
             f"too short to score: {clean.size} samples ({clean.size / sample_rate:.3f} s); "
             f"the metrics need at least {shortest:.3f} s"
         )
-    pesq_wb = wideband_pesq(clean16, enhanced16)
-    scores = {"pesq": pesq_wb, "stoi": stoi(clean16, enhanced16, METRIC_RATE)}
-    scores.update(composite(clean16, enhanced16, pesq_wb))
-    scores["sisdr"] = si_sdr(clean, enhanced)
-    return {name: float(scores[name]) for name in METRICS}
+    wanted = set(metrics)
+    scores: dict[str, float] = {}
+    if wanted & {"pesq", *_COMPOSITE_METRICS}:
+        scores["pesq"] = wideband_pesq(clean16, enhanced16)
+    if "stoi" in wanted:
+        scores["stoi"] = stoi(clean16, enhanced16, METRIC_RATE)
+    if wanted & set(_COMPOSITE_METRICS):
+        scores.update(composite(clean16, enhanced16, scores["pesq"]))
+    if "sisdr" in wanted:
+        scores["sisdr"] = si_sdr(clean, enhanced)
+    if wanted & set(DNSMOS_METRICS):
+        scores.update(dnsmos(enhanced16))
+    return {name: float(scores[name]) for name in metrics}
 
 
 def wideband_pesq(clean16: np.ndarray, enhanced16: np.ndarray) -> float:

@@ -3,11 +3,12 @@
 The one implementation of the per-file metrics CSV (`MetricsCsv`), of the scoring process pool
 (`scoring_pool`) and of turning a failure into a row (`failure_text`): `dfablate score` uses them
 here, and the evaluation stage (`dfablate evaluate`, `ablate`) for its enhanced and noisy rows. Each pair becomes one row
-`file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error`. Rows are appended as they finish, so an
+`file,<metrics>,error`, by default `file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error`. Rows are appended as they finish, so an
 interrupted run resumes where it stopped; at the end the rows are sorted by file name and floats
 are written in their shortest exact form, so a resumed run's CSV equals an uninterrupted one's.
 A pair that cannot be scored gets NaN metrics and a one-line reason in `error`; such rows, and
-rows whose audio changed after the CSV was written, are scored again by the next run.
+rows whose audio changed after the CSV was written, are scored again by the next run. A CSV
+written with another metric list is never resumed nor overwritten: the run is refused.
 """
 
 from __future__ import annotations
@@ -33,14 +34,20 @@ import numpy as np
 
 from dfablate.audio import read_audio
 from dfablate.errors import UserError
-from dfablate.metrics import METRICS, MetricError, score_pair
+from dfablate.metrics import ALL_METRICS, METRICS, MetricError, score_pair
 from dfablate.paths import check_output_file
 from dfablate.progress import progress_bar
 
 if TYPE_CHECKING:
     import pandas as pd
 
-COLUMNS = ("file", *METRICS, "error")
+
+def csv_columns(metrics: Sequence[str] = METRICS) -> tuple[str, ...]:
+    """The header of a metrics CSV holding `metrics`."""
+    return ("file", *metrics, "error")
+
+
+COLUMNS = csv_columns(METRICS)
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 Pair = tuple[str, "Path | None", "Path | None"]  # (name, clean, enhanced); None: file missing
@@ -103,7 +110,9 @@ def _read_mono(path: Path) -> tuple[np.ndarray, int]:
     return audio[0], rate
 
 
-def score_files(clean: Path | None, enhanced: Path | None) -> dict[str, float]:
+def score_files(
+    clean: Path | None, enhanced: Path | None, metrics: Sequence[str] = METRICS
+) -> dict[str, float]:
     """Metrics of one pair of files; PairError/AudioError/MetricError when it cannot be scored.
 
     Both files must be mono, at the same rate and of the same length: nothing is trimmed,
@@ -117,7 +126,7 @@ def score_files(clean: Path | None, enhanced: Path | None) -> dict[str, float]:
     enhanced_audio, enhanced_rate = _read_mono(enhanced)
     if clean_rate != enhanced_rate:
         raise PairError(f"sample rate mismatch: clean {clean_rate} Hz, enhanced {enhanced_rate} Hz")
-    return score_pair(clean_audio, enhanced_audio, clean_rate)
+    return score_pair(clean_audio, enhanced_audio, clean_rate, metrics)
 
 
 def _format_float(value: float) -> str:
@@ -133,20 +142,20 @@ def failure_text(exc: BaseException) -> tuple[str, str | None]:
     return " ".join(f"unexpected {type(exc).__name__}: {exc}".split()), traceback.format_exc()
 
 
-def failed_row(name: str, error: str) -> Row:
+def failed_row(name: str, error: str, metrics: Sequence[str] = METRICS) -> Row:
     """The row of a pair that could not be scored: NaN metrics and the reason."""
-    return {"file": name, **dict.fromkeys(METRICS, math.nan), "error": error}
+    return {"file": name, **dict.fromkeys(metrics, math.nan), "error": error}
 
 
-def score_row(pair: Pair) -> tuple[Row, str | None]:
+def score_row(pair: Pair, metrics: Sequence[str] = METRICS) -> tuple[Row, str | None]:
     """The CSV row of one pair and, for an unexpected failure, its traceback (for -v)."""
     name, clean, enhanced = pair
     try:
-        scores = score_files(clean, enhanced)
+        scores = score_files(clean, enhanced, metrics)
     except Exception as exc:
         error, details = failure_text(exc)
-        return failed_row(name, error), details
-    return {"file": name, **{m: float(scores[m]) for m in METRICS}, "error": ""}, None
+        return failed_row(name, error, metrics), details
+    return {"file": name, **{m: float(scores[m]) for m in metrics}, "error": ""}, None
 
 
 def _init_worker(parent_alive: Connection) -> None:
@@ -205,37 +214,71 @@ def scoring_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
 
 
 def _score_in_processes(
-    pairs: Sequence[Pair], jobs: int, on_row: Callable[[Row, str | None], None]
+    pairs: Sequence[Pair],
+    jobs: int,
+    on_row: Callable[[Row, str | None], None],
+    metrics: Sequence[str],
 ) -> None:
     with scoring_pool(jobs) as pool:
-        futures = {pool.submit(score_row, pair): pair for pair in pairs}
+        futures = {pool.submit(score_row, pair, metrics): pair for pair in pairs}
         for future in as_completed(futures):
             try:
                 row, details = future.result()
             except BrokenProcessPool:
-                row = failed_row(futures[future][0], "scoring process crashed; rerun to retry")
+                crashed = "scoring process crashed; rerun to retry"
+                row = failed_row(futures[future][0], crashed, metrics)
                 details = None
             on_row(row, details)
 
 
-def _parse_finished(fields: list[str]) -> Row | None:
+def _parse_finished(fields: list[str], metrics: Sequence[str]) -> Row | None:
     """The row of a CSV line scored without error; None for a line cut short by an
     interruption or a failure to retry."""
-    if len(fields) != len(COLUMNS) or fields[-1]:
+    if len(fields) != len(metrics) + 2 or fields[-1]:
         return None
     try:
         values = [float(value) if value else math.nan for value in fields[1:-1]]
     except ValueError:
         return None
-    return {"file": fields[0], **dict(zip(METRICS, values, strict=True)), "error": ""}
+    return {"file": fields[0], **dict(zip(metrics, values, strict=True)), "error": ""}
+
+
+def _is_metrics_header(header: Sequence[str]) -> bool:
+    return (
+        len(header) > 2
+        and header[0] == "file"
+        and header[-1] == "error"
+        and all(column in ALL_METRICS for column in header[1:-1])
+    )
 
 
 class MetricsCsv:
-    """A per-file metrics CSV (`COLUMNS`) that grows one complete line at a time, survives
-    interruption and is rewritten atomically in its final order."""
+    """A per-file metrics CSV (`csv_columns(metrics)`) that grows one complete line at a time,
+    survives interruption and is rewritten atomically in its final order."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, metrics: Sequence[str] = METRICS) -> None:
         self.path = Path(path)
+        self.metrics = tuple(metrics)
+        self.columns = csv_columns(self.metrics)
+
+    def check_metrics(self) -> None:
+        """UserError when the file exists as a metrics CSV of another metric list (resuming it
+        would mix or drop columns)."""
+        header = self._header()
+        if header and _is_metrics_header(header) and tuple(header) != self.columns:
+            raise UserError(
+                f"{self.path} was scored with the metrics {','.join(header[1:-1])}, not "
+                f"{','.join(self.metrics)}; ask for the same metrics or write elsewhere"
+            )
+
+    def _header(self) -> list[str] | None:
+        if not self.path.is_file():
+            return None
+        with self.path.open(newline="") as handle:
+            try:
+                return next(csv.reader(handle), None)
+            except (UnicodeDecodeError, csv.Error):
+                return ["(not text)"]
 
     def files(self) -> set[str]:
         """The file name of every line (scored or failed); UserError if not a metrics CSV."""
@@ -246,13 +289,14 @@ class MetricsCsv:
         (scored again: the file may have been fixed since) are left out."""
         rows = {}
         for fields in self._lines():
-            row = _parse_finished(fields) if fields and keep(fields[0]) else None
+            row = _parse_finished(fields, self.metrics) if fields and keep(fields[0]) else None
             if row is not None:
                 rows[row["file"]] = row
         return rows
 
     def _lines(self) -> list[list[str]]:
-        """The lines after the header; UserError naming the file when it is not a metrics CSV."""
+        """The lines after the header; UserError naming the file when it is not a metrics CSV
+        of these metrics."""
         if not self.path.exists():
             return []
         with self.path.open(newline="") as handle:
@@ -264,10 +308,11 @@ class MetricsCsv:
                 header, lines = ["(not text)"], []
         if header is None:
             return []
-        if tuple(header) != COLUMNS:
+        self.check_metrics()
+        if tuple(header) != self.columns:
             raise UserError(
                 f"{self.path} exists but is not a metrics CSV (expected columns "
-                f"{','.join(COLUMNS)}); remove it or choose another output file"
+                f"{','.join(self.columns)}); remove it or choose another output file"
             )
         return lines
 
@@ -278,8 +323,8 @@ class MetricsCsv:
         with self.path.open("a", newline="") as handle:
             writer = csv.writer(handle)
             if new:
-                writer.writerow(COLUMNS)
-            writer.writerow(_as_fields(row))
+                writer.writerow(self.columns)
+            writer.writerow(self._fields(row))
 
     def rewrite(self, rows: Iterable[Row]) -> None:
         """Header + `rows` in the given order, atomically (a crash leaves the old file or the
@@ -288,37 +333,38 @@ class MetricsCsv:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
-            writer.writerows(_as_fields(row) for row in rows)
+            writer.writerow(self.columns)
+            writer.writerows(self._fields(row) for row in rows)
         os.replace(tmp, self.path)
 
-
-def _as_fields(row: Row) -> tuple[str, ...]:
-    return (row["file"], *(_format_float(row[m]) for m in METRICS), row["error"])
+    def _fields(self, row: Row) -> tuple[str, ...]:
+        return (row["file"], *(_format_float(row[m]) for m in self.metrics), row["error"])
 
 
 def _modified_after(pair: Pair, time_ns: int) -> bool:
     return any(p is not None and p.exists() and p.stat().st_mtime_ns > time_ns for p in pair[1:])
 
 
-def load_finished_rows(out_csv: Path, pairs: Sequence[Pair]) -> dict[str, Row]:
+def load_finished_rows(
+    out_csv: Path, pairs: Sequence[Pair], metrics: Sequence[str] = METRICS
+) -> dict[str, Row]:
     """Rows of `out_csv` that a new run can keep: scored without error, for a pair in `pairs`,
     whose files have not changed since the CSV was written."""
     if not out_csv.exists():
         return {}
     written_ns = out_csv.stat().st_mtime_ns
     by_name = {pair[0]: pair for pair in pairs}
-    return MetricsCsv(out_csv).finished(
+    return MetricsCsv(out_csv, metrics).finished(
         lambda name: name in by_name and not _modified_after(by_name[name], written_ns)
     )
 
 
-def rows_to_frame(rows: Iterable[Row]) -> pd.DataFrame:
+def rows_to_frame(rows: Iterable[Row], metrics: Sequence[str] = METRICS) -> pd.DataFrame:
     """Rows as a DataFrame: metrics as floats, `error` "" where the pair was scored."""
     import pandas as pd
 
-    frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
-    for metric in METRICS:
+    frame = pd.DataFrame(list(rows), columns=list(csv_columns(metrics)))
+    for metric in metrics:
         frame[metric] = frame[metric].astype(float)
     return frame
 
@@ -326,10 +372,12 @@ def rows_to_frame(rows: Iterable[Row]) -> pd.DataFrame:
 MAX_LISTED_FILES = 3
 
 
-def check_same_job(out_csv: Path, names: Iterable[str], option: str = "--out") -> None:
+def check_same_job(
+    out_csv: Path, names: Iterable[str], option: str = "--out", metrics: Sequence[str] = METRICS
+) -> None:
     """Refuse an existing metrics CSV holding rows of files not in `names`: the results of
     another job, which resuming would silently replace (a resume is only ever the same pairs)."""
-    others = sorted(MetricsCsv(out_csv).files() - set(names))
+    others = sorted(MetricsCsv(out_csv, metrics).files() - set(names))
     if others:
         more = ", ..." if len(others) > MAX_LISTED_FILES else ""
         listed = ", ".join(others[:MAX_LISTED_FILES]) + more
@@ -371,10 +419,12 @@ def score_pairs_to_csv(
     out_csv: str | Path,
     jobs: int | None = None,
     progress: bool = True,
+    metrics: Sequence[str] = METRICS,
     force: bool = False,
 ) -> pd.DataFrame:
     """Score `pairs` (name, clean path, enhanced path) into `out_csv`, resuming a previous run
-    of the same pairs; `force` replaces a CSV holding other files' rows instead of refusing.
+    of the same pairs and the same `metrics` (another metric list is refused); `force` replaces
+    a CSV holding other files' rows instead of refusing.
 
     `jobs` worker processes (default: all cores). Returns all rows sorted by name.
     """
@@ -383,22 +433,25 @@ def score_pairs_to_csv(
     if len(set(names)) != len(names):
         raise UserError(f"duplicate file names in the pairs to score into {out_csv}")
     check_output_file(out_csv, "--out")
-    if force:
-        MetricsCsv(out_csv).files()  # even --force never replaces a file that is not one
+    results = MetricsCsv(out_csv, metrics)
+    if force:  # even --force never replaces a file that is not a metrics CSV
+        header = results._header()
+        if header is not None and not _is_metrics_header(header):
+            results.files()  # raises, naming the file
     else:
-        check_same_job(out_csv, names)
+        results.check_metrics()
+        check_same_job(out_csv, names, metrics=metrics)
     try:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         with output_lock(out_csv):
-            rows = {} if force else load_finished_rows(out_csv, pairs)
-            results = MetricsCsv(out_csv)
+            rows = {} if force else load_finished_rows(out_csv, pairs, metrics)
             results.rewrite(rows.values())  # drops partial lines, errors and stale rows
             _score_missing(pairs, rows, results, jobs, progress)
             ordered = [rows[name] for name in sorted(rows)]
             results.rewrite(ordered)
     except OSError as exc:  # unwritable folder, disk full, ...
         raise UserError(f"{out_csv}: cannot write the metrics CSV ({exc})") from exc
-    return rows_to_frame(ordered)
+    return rows_to_frame(ordered, metrics)
 
 
 def _score_missing(
@@ -424,6 +477,6 @@ def _score_missing(
 
         if jobs == 1:
             for pair in todo:
-                on_row(*score_row(pair))
+                on_row(*score_row(pair, results.metrics))
         else:
-            _score_in_processes(todo, jobs, on_row)
+            _score_in_processes(todo, jobs, on_row, results.metrics)

@@ -23,6 +23,8 @@ from dfablate.errors import UserError
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 RUN_ID_FILE = "dfablate_run_id"
+RUN_RECORD_FILE = "dfablate_run.json"  # what the run is in W&B: id, project, group, job_type, mode
+RECORDED_KEYS = ("id", "project", "entity", "group", "job_type", "mode", "name")
 
 
 def has_wandb_credentials() -> bool:
@@ -89,7 +91,42 @@ def init_wandb(run_dir: str | Path, config: Mapping[str, Any] | None = None, **k
     """Start (or resume) the W&B run of `run_dir`; kwargs as for `wandb_init_kwargs`."""
     import wandb
 
-    return wandb.init(config=dict(config or {}), **wandb_init_kwargs(run_dir, **kwargs))
+    init_kwargs = wandb_init_kwargs(run_dir, **kwargs)
+    record_wandb_run(run_dir, init_kwargs)
+    return wandb.init(config=dict(config or {}), **init_kwargs)
+
+
+def record_wandb_run(run_dir: str | Path, init_kwargs: Mapping[str, Any]) -> None:
+    """Write `<run_dir>/wandb/dfablate_run.json`: where the run lives in W&B, so a Report can
+    select it (group, job_type) and `wandb-report push` can check it was synced."""
+    import json
+
+    if init_kwargs.get("mode") == "disabled":
+        return
+    path = Path(run_dir) / "wandb" / RUN_RECORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {key: init_kwargs.get(key) for key in RECORDED_KEYS}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def recorded_wandb_run(run_dir: str | Path) -> dict[str, Any] | None:
+    """The record `record_wandb_run` left in `run_dir` (None: never logged to W&B)."""
+    import json
+
+    path = Path(run_dir) / "wandb" / RUN_RECORD_FILE
+    if not path.is_file():
+        return None
+    return {**json.loads(path.read_text()), "dir": str(Path(run_dir).resolve())}
+
+
+def offline_run_files(run_dir: str | Path, run_id: str) -> list[Path]:
+    """The offline W&B files (`run-<id>.wandb`) of run `run_id` under `<run_dir>/wandb/`."""
+    return sorted(Path(run_dir, "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+
+
+def is_synced(run_file: Path) -> bool:
+    """Whether `wandb sync` has uploaded an offline run file (it leaves `<file>.synced`)."""
+    return run_file.with_name(run_file.name + ".synced").exists()
 
 
 @contextmanager

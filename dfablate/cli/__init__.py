@@ -18,7 +18,9 @@ import warnings
 from dfablate.config import config_dir_overrides
 from dfablate.errors import Interrupted, UserError
 
-COMMANDS = ("train", "evaluate", "compare", "ablate", "score", "features", "data")
+COMMANDS = (
+    "train", "evaluate", "compare", "ablate", "score", "features", "data", "wandb-report",
+)  # fmt: skip
 VERBOSE_FLAGS = ("-v", "--verbose")
 
 
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"dfablate.cli.{name}").add_parser(subparsers)
+        importlib.import_module(f"dfablate.cli.{name.replace('-', '_')}").add_parser(subparsers)
     return parser
 
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         args.overrides = config_dir_overrides(extra)
+        args.argv = list(argv)  # the command line, for records such as the W&B Report's
         return int(args.handler(args) or 0)
     except UserError as exc:
         if args.verbose:  # the traceback, and the same exit code as without -v

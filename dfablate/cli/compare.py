@@ -47,6 +47,13 @@ def add_parser(subparsers) -> None:
         "with credentials, else offline)",
     )
     parser.add_argument("--wandb-project", default="dfablate", help="W&B project")
+    parser.add_argument(
+        "--wandb-report",
+        action="store_true",
+        help="build the study's W&B Report: saved (URL printed) when W&B is online, else "
+        "written as wandb_report.json in the output folder for `dfablate wandb-report push` "
+        "(needs the wandb-report extra)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -63,12 +70,38 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_output_dir(args.out, "--out")
+    if args.wandb_report:
+        from dfablate.wandb_report import require_workspaces
+
+        require_workspaces()
     runs, left_out_gains = load_runs(
         args.runs, dataset=args.dataset, labels=args.label, gain_db=args.gain_db
     )
     comparison = compare_runs(runs, left_out_gains, unpaired=args.unpaired_test)
     out_dir = args.out or default_out_dir()
     paths = write_outputs(comparison, out_dir)
-    log_comparison_to_wandb(comparison, paths, mode=args.wandb, project=args.wandb_project)
+    publisher = None
+    if args.wandb_report:
+        from dfablate.wandb_report import ReportPublisher
+        from dfablate.wandb_report.publish import command_line
+
+        publisher = ReportPublisher(
+            comparison, out_dir, project=args.wandb_project, command=command_line(args.argv)
+        )
+    log_comparison_to_wandb(
+        comparison, paths, mode=args.wandb, project=args.wandb_project, on_run=publisher
+    )
     print_summary(comparison, paths["report"])
+    if publisher is not None:
+        print(report_message(publisher))
     return 0
+
+
+def report_message(publisher) -> str:
+    """Where the W&B Report went: its URL, or its spec and how to push it."""
+    if publisher.url:
+        return f"W&B Report: {publisher.url}"
+    return (
+        f"W&B Report spec: {publisher.spec_path} (after `wandb sync`, publish it with "
+        f"`dfablate wandb-report push {publisher.spec_path.parent}`)"
+    )

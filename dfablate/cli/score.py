@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dfablate.errors import UserError
+
 MAX_LISTED_FAILURES = 10
 
 
@@ -26,7 +28,8 @@ def add_parser(subparsers) -> None:
         description=(
             "Score ENHANCED against the clean reference CLEAN: two audio files, or two "
             "directories whose .wav/.flac files are paired by name. Writes one row per file "
-            "(file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) and prints the means. Rows are "
+            "(file,<metrics>,error; by default file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) "
+            "and prints the means. Rows are "
             "written as they finish: rerunning an interrupted command resumes it. Pairs that "
             "cannot be scored (silent reference, NaN samples, unreadable file, stereo, "
             "different rates or lengths, truncated file, file on one side only) get NaN metrics and "
@@ -46,6 +49,13 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="replace an --out CSV that holds the results of other files",
     )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated metrics or groups, e.g. pesq,dnsmos (dnsmos: dnsmos_sig, "
+        "dnsmos_bak, dnsmos_ovrl, dnsmos_p808; needs the dnsmos extra). Default: pesq,stoi,"
+        "csig,cbak,covl,ssnr,sisdr",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -54,14 +64,13 @@ def print_summary(frame, out_csv: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dfablate.metrics import METRICS
-
+    metrics = [c for c in frame.columns if c not in ("file", "error")]
     scored = frame[frame["error"] == ""]
     failed = frame[frame["error"] != ""]
     table = Table()
     table.add_column("metric")
     table.add_column("mean", justify="right")
-    for metric in METRICS:
+    for metric in metrics:
         mean = scored[metric].mean()
         table.add_row(metric, "-" if scored.empty else f"{mean:.4f}")
     console = Console()
@@ -101,12 +110,19 @@ def warn_narrow_band(pairs) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dfablate.metrics import METRICS, parse_metrics
     from dfablate.scoring import find_pairs, score_pairs_to_csv
 
+    try:
+        metrics = parse_metrics(args.metrics) if args.metrics is not None else METRICS
+    except UserError as exc:
+        raise UserError(f"--metrics {args.metrics}: {exc}") from None
     pairs = find_pairs(args.clean, args.enhanced)
     warn_narrow_band(pairs)
     try:
-        frame = score_pairs_to_csv(pairs, args.out, jobs=args.jobs, progress=True, force=args.force)
+        frame = score_pairs_to_csv(
+            pairs, args.out, jobs=args.jobs, progress=True, metrics=metrics, force=args.force
+        )
     except KeyboardInterrupt:
         print(
             f"interrupted: finished rows are kept in {args.out}; rerun to resume",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dfablate.comparison.results import Comparison, gain_suffix
 
@@ -13,22 +15,39 @@ WANDB_SUMMARY_KEYS = (
 
 
 def log_comparison_to_wandb(
-    comparison: Comparison, paths: dict[str, Path], mode: str = "auto", project: str = "dfablate"
+    comparison: Comparison,
+    paths: dict[str, Path],
+    mode: str = "auto",
+    project: str = "dfablate",
+    on_run: Callable[[Any], None] | None = None,
 ) -> None:
     """One W&B run (job_type "compare") in the output folder: the summary, per-file and seed
-    tables, every figure, and the seed-aware headline of every metric in the run summary."""
+    tables, every figure, and the seed-aware headline of every metric in the run summary.
+
+    `on_run` (the W&B Report's publisher) is called with the run before it finishes, or with
+    None when W&B is disabled.
+    """
     from dfablate.tracking import quiet_wandb, wandb_mode
 
     if wandb_mode(mode) == "disabled":
+        if on_run is not None:
+            on_run(None)
         return
     with quiet_wandb():
-        _log_comparison(comparison, paths, mode, project)
+        _log_comparison(comparison, paths, mode, project, on_run)
 
 
-def _log_comparison(comparison: Comparison, paths: dict[str, Path], mode: str, project: str):
+def _log_comparison(
+    comparison: Comparison,
+    paths: dict[str, Path],
+    mode: str,
+    project: str,
+    on_run: Callable[[Any], None] | None,
+):
     import wandb
 
     from dfablate.tracking import init_wandb
+    from dfablate.wandb_report.spec import PER_FILE_RUNS_KEY, merged_per_file
 
     out_dir = paths["report"].parent
     experiments = {r.experiment for r in comparison.runs}
@@ -62,6 +81,7 @@ def _log_comparison(comparison: Comparison, paths: dict[str, Path], mode: str, p
             "compare/per_file": wandb.Table(dataframe=comparison.per_file),
             "compare/relative_diff": wandb.Table(dataframe=comparison.relative_diff),
             "compare/seed_means": wandb.Table(dataframe=comparison.run_means),
+            PER_FILE_RUNS_KEY: wandb.Table(dataframe=merged_per_file(comparison)),
         }
         data.update(
             {f"compare/{p.stem}": wandb.Image(str(p)) for p in paths.values() if p.suffix == ".png"}
@@ -74,5 +94,7 @@ def _log_comparison(comparison: Comparison, paths: dict[str, Path], mode: str, p
             for key in WANDB_SUMMARY_KEYS:
                 run.summary[f"{prefix}/{key}"] = float(row[key])
             run.summary[f"{prefix}/seed_spread_known"] = row["seed_spread"] == "known"
+        if on_run is not None:
+            on_run(run)
     finally:
         run.finish()

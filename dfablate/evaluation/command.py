@@ -16,7 +16,7 @@ from dfablate.evaluation.pipeline import (
 )
 from dfablate.evaluation.testset import check_gain_db, gain_dir_name, load_test_set
 from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
-from dfablate.metrics import METRICS
+from dfablate.metrics import parse_metrics
 from dfablate.runs import file_sha1, read_run_config, resolve_checkpoint
 
 _ABSENT = object()
@@ -86,8 +86,9 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
     """
     check_evaluate_options(cfg, overrides)
     input_gain_db = check_gain_db(cfg.input_gain_db, "input_gain_db")
+    metrics = check_metrics_option(cfg.metrics, "metrics")
     if cfg.get("upstream"):
-        return evaluate_upstream(cfg, input_gain_db)
+        return evaluate_upstream(cfg, input_gain_db, metrics)
     ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
     data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
     recorded = read_run_config(run_dir)
@@ -137,10 +138,25 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         wandb_cfg=wandb_cfg,
         progress=bool(cfg.progress),
         input_gain_db=input_gain_db,
+        metrics=metrics,
     )
 
 
-def evaluate_upstream(cfg, input_gain_db: float = 0.0) -> Evaluation:
+def check_metrics_option(value, option: str) -> tuple[str, ...]:
+    """A `metrics=[...]` option (names or groups, e.g. [pesq,dnsmos]) as the selected metrics;
+    UserError naming the option."""
+    names = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if not isinstance(names, list | tuple | str) or not names:
+        raise UserError(f"{option}={value}: give a list of metrics, e.g. {option}=[pesq,dnsmos]")
+    try:
+        return parse_metrics(names)
+    except UserError as exc:
+        raise UserError(f"{option}={value}: {exc}") from None
+
+
+def evaluate_upstream(
+    cfg, input_gain_db: float = 0.0, metrics: tuple[str, ...] | None = None
+) -> Evaluation:
     """`dfablate evaluate upstream=DIR`: a released DeepFilterNet folder (config.ini +
     checkpoints/*.ckpt.best), scored like a run; results in DIR/eval/<dataset>[@<G>dB]/ unless
     out_dir=. Its summary says norm "original" and label "upstream-<folder name>" for `compare`.
@@ -192,6 +208,7 @@ def evaluate_upstream(cfg, input_gain_db: float = 0.0) -> Evaluation:
         device=device,
         progress=bool(cfg.progress),
         input_gain_db=input_gain_db,
+        metrics=metrics or parse_metrics(cfg.metrics),
     )
     wandb_cfg = OmegaConf.to_container(cfg.wandb)
     wandb_cfg["mode"] = wandb_cfg.get("mode") or "auto"
@@ -210,8 +227,9 @@ def summary_table(evaluation: Evaluation):
         f"({summary['n_failed']} not scored), norm={summary['norm']}"
     )
     table.add_column("")
-    for metric in METRICS:
+    metrics = summary["metrics"]
+    for metric in metrics:
         table.add_column(metric, justify="right")
-    table.add_row("enhanced", *(f"{summary['mean'][m]:.3f}" for m in METRICS))
-    table.add_row("noisy", *(f"{summary['noisy'][m]:.3f}" for m in METRICS))
+    table.add_row("enhanced", *(f"{summary['mean'][m]:.3f}" for m in metrics))
+    table.add_row("noisy", *(f"{summary['noisy'][m]:.3f}" for m in metrics))
     return table

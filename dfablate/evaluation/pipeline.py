@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,9 @@ def score_file(
     degraded: np.ndarray | Path,
     sample_rate: int,
     input_gain_db: float = 0.0,
+    metrics: Sequence[str] = METRICS,
 ) -> dict:
-    """One CSV row: all metrics of `degraded` (array or file) against the clean file.
+    """One CSV row: the `metrics` of `degraded` (array or file) against the clean file.
 
     At an input gain, the clean reference (and `degraded` when it is a file: the noisy input)
     is scaled by 10^(G/20) first; an array is already the output for the scaled input.
@@ -61,10 +63,10 @@ def score_file(
         clean = _at_gain(load_audio(clean_path, sample_rate), input_gain_db)
         if isinstance(degraded, Path):
             degraded = _at_gain(load_audio(degraded, sample_rate), input_gain_db)
-        scores = score_pair(clean, degraded, sample_rate)
+        scores = score_pair(clean, degraded, sample_rate, metrics)
     except Exception as exc:  # a bad file must not stop the other files
-        return failed_row(name, failure_text(exc)[0])
-    return {"file": name, **{m: float(scores[m]) for m in METRICS}, "error": ""}
+        return failed_row(name, failure_text(exc)[0], metrics)
+    return {"file": name, **{m: float(scores[m]) for m in metrics}, "error": ""}
 
 
 def _at_gain(audio: np.ndarray, input_gain_db: float) -> np.ndarray:
@@ -73,20 +75,27 @@ def _at_gain(audio: np.ndarray, input_gain_db: float) -> np.ndarray:
     return (audio * np.float32(gain_factor(input_gain_db))).astype(np.float32)
 
 
-def noisy_cache_path(cache_dir: Path, test_set: TestSet, input_gain_db: float = 0.0) -> Path:
-    """Where the noisy input's scores live: keyed by the dataset root, its file list and the
-    input gain (0 dB keeps the key it had before gains existed)."""
+def noisy_cache_path(
+    cache_dir: Path,
+    test_set: TestSet,
+    input_gain_db: float = 0.0,
+    metrics: Sequence[str] = METRICS,
+) -> Path:
+    """Where the noisy input's scores live: keyed by the dataset root, its file list, the input
+    gain and the metric list (0 dB and the default metrics keep the key they had before)."""
     text = f"{test_set.root.resolve()}|{test_set.fingerprint}"
     if input_gain_db != 0:
         text += f"|{input_gain_db!r}dB"
+    if tuple(metrics) != METRICS:
+        text += "|" + ",".join(metrics)
     key = hashlib.sha1(text.encode()).hexdigest()
     name = gain_dir_name(test_set.name, input_gain_db)
     return cache_dir / f"noisy-{name}-{key[:16]}" / "metrics.csv"
 
 
-def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+def summarise(rows: list[dict], metrics: Sequence[str] = METRICS) -> dict[str, dict[str, float]]:
     """Mean and median of each metric over the files that were scored."""
-    values = {m: np.array([r[m] for r in rows], dtype=float) for m in METRICS}
+    values = {m: np.array([r[m] for r in rows], dtype=float) for m in metrics}
     return {
         "mean": {m: _nan_stat(np.nanmean, v) for m, v in values.items()},
         "median": {m: _nan_stat(np.nanmedian, v) for m, v in values.items()},
@@ -125,7 +134,8 @@ class _Scores:
         (self.done if kind == "enhanced" else self.noisy_done)[row["file"]] = row
 
     def submit(self, pool: ProcessPoolExecutor, kind: str, name: str, *args: Any) -> None:
-        self.inflight[pool.submit(score_file, name, *args)] = (kind, name)
+        metrics = self.results.metrics
+        self.inflight[pool.submit(score_file, name, *args, metrics=metrics)] = (kind, name)
 
     def submit_noisy(
         self,
@@ -158,9 +168,12 @@ class _Scores:
                 self.record(kind, future.result())
 
 
-def _resume_scores(out_dir: Path, test_set: TestSet, noisy_cache: Path) -> _Scores:
+def _resume_scores(
+    out_dir: Path, test_set: TestSet, noisy_cache: Path, metrics: Sequence[str]
+) -> _Scores:
     """The rows an interrupted evaluation already has (partial lines and failures dropped)."""
-    results, noisy_csv = MetricsCsv(out_dir / "metrics.csv"), MetricsCsv(noisy_cache)
+    results = MetricsCsv(out_dir / "metrics.csv", metrics)
+    noisy_csv = MetricsCsv(noisy_cache, metrics)
     names = {p.noisy.name for p in test_set.pairs}
     done = results.finished(lambda name: name in names)
     noisy_done = noisy_csv.finished(lambda name: name in names)
@@ -182,17 +195,23 @@ def evaluate_model(
     device: str = "cpu",
     progress: bool = True,
     input_gain_db: float = 0.0,
+    metrics: Sequence[str] = METRICS,
 ) -> Evaluation:
     """Enhance and score every pair of `test_set` into `out_dir` (metrics.csv, summary.json).
 
     `identity` describes the model (checkpoint path and hash, norm, seed, ...); results written
     for another model, test set, input gain or pipeline version are discarded rather than mixed
     with new ones. `input_gain_db` scales the noisy input and the clean reference together.
+    A metrics.csv of the same model scored with another metric list is refused (UserError).
     """
+    MetricsCsv(out_dir / "metrics.csv", metrics).check_metrics()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _reset_if_stale(out_dir, identity, test_set, input_gain_db)
+    _reset_if_stale(out_dir, identity, test_set, input_gain_db, metrics)
     scores = _resume_scores(
-        out_dir, test_set, noisy_cache_path(noisy_cache_dir, test_set, input_gain_db)
+        out_dir,
+        test_set,
+        noisy_cache_path(noisy_cache_dir, test_set, input_gain_db, metrics),
+        metrics,
     )
     enhanced_dir = out_dir / "enhanced" if save_enhanced else None
     if enhanced_dir is not None:
@@ -293,8 +312,9 @@ def _write_summary(
         "pipeline_version": PIPELINE_VERSION,
         "n_files": len(rows),
         "n_failed": sum(1 for r in rows if r["error"]),
-        **summarise(rows),
-        "noisy": summarise(noisy_rows)["mean"],
+        "metrics": list(scores.results.metrics),
+        **summarise(rows, scores.results.metrics),
+        "noisy": summarise(noisy_rows, scores.results.metrics)["mean"],
         "noisy_metrics_csv": str(scores.noisy_csv.path),
         "enhanced_dir": str(enhanced_dir) if enhanced_dir is not None else None,
         "complete": True,
@@ -305,7 +325,11 @@ def _write_summary(
 
 
 def _reset_if_stale(
-    out_dir: Path, identity: dict, test_set: TestSet, input_gain_db: float = 0.0
+    out_dir: Path,
+    identity: dict,
+    test_set: TestSet,
+    input_gain_db: float = 0.0,
+    metrics: Sequence[str] = METRICS,
 ) -> None:
     """Discard earlier results made by another checkpoint, on another test set, at another
     input gain or by another pipeline version (results without a recorded state included)."""
@@ -318,7 +342,7 @@ def _reset_if_stale(
     }
     known = json.loads(state_path.read_text()) if state_path.is_file() else None
     earlier = (out_dir / "metrics.csv").is_file()
-    MetricsCsv(out_dir / "metrics.csv").files()  # never deletes a file that is not one
+    MetricsCsv(out_dir / "metrics.csv", metrics).files()  # never deletes a file that is not one
     if (known is not None and known != state) or (known is None and earlier):
         warnings.warn(
             f"{out_dir}: earlier results are from another checkpoint, test set, input gain or "
@@ -359,9 +383,10 @@ def evaluate_checkpoint(
     wandb_cfg: dict | None = None,
     progress: bool = True,
     input_gain_db: float = 0.0,
+    metrics: Sequence[str] = METRICS,
 ) -> Evaluation:
     """Load `ckpt` (refusing another norm than `expect_norm`), evaluate it at `input_gain_db`
-    (default folder `<run dir>/eval/<dataset>[@<G>dB]`), log it to W&B."""
+    (default folder `<run dir>/eval/<dataset>[@<G>dB]`) on `metrics`, log it to W&B."""
     import torch
 
     from dfablate.training import DfnSystem
@@ -393,6 +418,7 @@ def evaluate_checkpoint(
         device=device,
         progress=progress,
         input_gain_db=input_gain_db,
+        metrics=metrics,
     )
     if wandb_cfg is not None:
         from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
@@ -401,9 +427,15 @@ def evaluate_checkpoint(
     return evaluation
 
 
-def is_evaluated(run_dir: Path, test_set: TestSet, ckpt: Path, input_gain_db: float = 0.0) -> bool:
+def is_evaluated(
+    run_dir: Path,
+    test_set: TestSet,
+    ckpt: Path,
+    input_gain_db: float = 0.0,
+    metrics: Sequence[str] = METRICS,
+) -> bool:
     """Whether `run_dir` already has a complete evaluation of `ckpt` on `test_set` at
-    `input_gain_db`, made by this pipeline version."""
+    `input_gain_db` with `metrics`, made by this pipeline version."""
     summary_path = run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db) / "summary.json"
     if not summary_path.is_file():
         return False
@@ -412,6 +444,7 @@ def is_evaluated(run_dir: Path, test_set: TestSet, ckpt: Path, input_gain_db: fl
         bool(summary.get("complete"))
         and summary.get("pipeline_version") == PIPELINE_VERSION
         and summary.get("input_gain_db", 0.0) == input_gain_db
+        and summary.get("metrics", list(METRICS)) == list(metrics)
         and summary.get("checkpoint_sha1") == file_sha1(ckpt)
         and summary.get("dataset", {}).get("fingerprint") == test_set.fingerprint
     )

@@ -402,7 +402,7 @@ def _loggers(cfg, run_dir: Path, resolved: dict[str, Any], resume_step: int | No
     if wandb_cfg is not None:
         from lightning.pytorch.loggers import WandbLogger
 
-        from dfablate.tracking import wandb_init_kwargs
+        from dfablate.tracking import record_wandb_run, wandb_init_kwargs
 
         kwargs = wandb_init_kwargs(
             run_dir,
@@ -413,6 +413,7 @@ def _loggers(cfg, run_dir: Path, resolved: dict[str, Any], resume_step: int | No
             mode=wandb_cfg.get("mode", "auto"),
             entity=wandb_cfg.get("entity"),
         )
+        record_wandb_run(run_dir, kwargs)
         kwargs["save_dir"] = kwargs.pop("dir")
         logger = WandbLogger(**kwargs)
         logger.log_hyperparams(resolved)

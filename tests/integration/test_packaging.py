@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,9 @@ def test_a_built_wheel_trains_and_evaluates_outside_the_checkout(tmp_path, mini_
         check=True, cwd=tmp_path,
     )  # fmt: skip
     (wheel,) = wheels.glob("dfablate-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("sig_bak_ovr.onnx", "model_v8.onnx", "LICENSE.txt"):  # DNSMOS, vendored (MIT)
+        assert f"dfablate/dnsmos_models/{name}" in shipped
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
@@ -173,3 +177,44 @@ def test_a_built_wheel_trains_and_evaluates_outside_the_checkout(tmp_path, mini_
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     summary = json.loads((run_dir / "eval" / "mini-2files" / "summary.json").read_text())
     assert summary["n_files"] == 2 and summary["n_failed"] == 0
+
+
+def _closure(requirements: list[str], extras: tuple[str, ...] = ()) -> set[str]:
+    """Names of the installed distributions that `requirements` pull in, recursively."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [(r, extras) for r in requirements]
+    while todo:
+        text, active = todo.pop()
+        req = Requirement(text)
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in (*active, "")):
+            continue
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo += [(r, tuple(req.extras)) for r in requires(req.name) or []]
+        except PackageNotFoundError:
+            pass
+    return seen
+
+
+def test_core_install_pulls_neither_librosa_nor_onnxruntime():
+    """The core dependencies, followed through the installed packages' own requirements, reach
+    neither librosa nor onnxruntime (the dnsmos extra) nor wandb-workspaces; the extras do."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = _closure(project["dependencies"])
+    assert "torch" in core and "wandb" in core
+    assert not {"librosa", "onnxruntime", "speechmos", "wandb-workspaces"} & core
+    extras = project["optional-dependencies"]
+    assert "onnxruntime" in _closure(extras["dnsmos"]) and "librosa" not in _closure(
+        extras["dnsmos"]
+    )
+    assert "wandb-workspaces" in _closure(extras["wandb-report"])
+    assert "dfablate[dnsmos,wandb-report]" in extras["test"]
