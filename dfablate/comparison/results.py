@@ -41,6 +41,8 @@ class RunMetrics:
     dataset: dict | None = None  # the `dataset` entry of summary.json next to the CSV, if any
     noisy: dict | None = None  # mean scores of the unprocessed input, from summary.json
     experiment: str | None = None  # the training config's `name`, when known
+    scored_at: str | None = None  # summary.json's `scored_at` ("reference"); None: older or bare
+    has_summary: bool = False  # a summary.json lies next to the CSV
 
     @property
     def where(self) -> str:
