@@ -18,6 +18,7 @@ missing, and the command exits with status 1.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -94,6 +95,7 @@ class Plan:
     train_overrides: list[str]
     test_set: object  # dfablate.evaluation.TestSet every run is evaluated on
     settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
+    design: object  # dfablate.comparison.design.Design from ablate.compare.*
     num_threads: int | None  # the training config's torch threads, used for inference too
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
@@ -177,6 +179,7 @@ def plan(overrides: list[str]) -> Plan:
     options.input_gains_db = input_gains(options.get("input_gains_db", [0]))
     test_set = load_test_set(data_cfg, data_name, options.split, options.max_files)
     return Plan(
+        design=_design(settings.compare),
         name=str(cfg.name),
         experiment_dir=Path(str(cfg.hydra.sweep.dir)),
         jobs=jobs,
@@ -184,6 +187,21 @@ def plan(overrides: list[str]) -> Plan:
         test_set=test_set,
         settings=settings,
         num_threads=cfg.get("num_threads"),
+    )
+
+
+def _design(compare):
+    """`ablate.compare.*` as a comparison design (checked before anything is trained)."""
+    from omegaconf import OmegaConf
+
+    from dfablate.comparison.design import parse_design
+
+    margins = OmegaConf.to_container(compare.margins) if compare.get("margins") else None
+    contrasts = list(compare.contrasts) if compare.get("contrasts") else None
+    if margins is not None and not isinstance(margins, dict):
+        raise UserError(f"ablate.compare.margins={margins}: expected a mapping metric: value")
+    return parse_design(
+        compare.get("primary"), margins, compare.get("pairing"), contrasts, "ablate.compare."
     )
 
 
@@ -306,13 +324,14 @@ def compare_evaluated(plan: Plan, console):
     out_dir = Path(plan.settings.compare_dir or plan.experiment_dir / "compare")
     # every input gain the runs were evaluated at (eval/<dataset>@<G>dB/ beside eval/<dataset>/)
     runs, left_out_gains = load_runs([job.run_dir for job in available], plan.test_set.name)
-    comparison = compare_runs(runs, left_out_gains)
+    comparison = compare_runs(runs, left_out_gains, design=plan.design)
     comparison.missing_runs = missing
     csvs = [run.csv_path for run in runs]
     inputs = {
         "runs": [str(p) for p in csvs],
         "sha1": [file_sha1(p) for p in csvs],
         "missing": missing,
+        "design": dataclasses.asdict(plan.design),
     }
     inputs_path = out_dir / "inputs.json"
     report = out_dir / "report.md"
