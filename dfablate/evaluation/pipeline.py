@@ -142,9 +142,7 @@ class _Scores:
         """Give the pool noisy inputs from `todo` until `limit` scores are in flight."""
         while todo and len(self.inflight) < limit:
             pair = todo.pop(0)
-            self.submit(
-                pool, "noisy", pair.noisy.name, pair.clean, pair.noisy, sample_rate
-            )
+            self.submit(pool, "noisy", pair.noisy.name, pair.clean, pair.noisy, sample_rate)
 
     def collect(self, limit: int, on_row) -> None:
         """Wait until at most `limit` scores are in flight, recording each finished one."""
@@ -196,9 +194,7 @@ def evaluate_model(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     _reset_if_stale(out_dir, identity, test_set, input_gain_db)
-    scores = _resume_scores(
-        out_dir, test_set, noisy_cache_path(noisy_cache_dir, test_set)
-    )
+    scores = _resume_scores(out_dir, test_set, noisy_cache_path(noisy_cache_dir, test_set))
     enhanced_dir = out_dir / "enhanced" if save_enhanced else None
     if enhanced_dir is not None:
         enhanced_dir.mkdir(exist_ok=True)

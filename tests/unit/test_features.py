@@ -349,7 +349,9 @@ def test_debiased_norms_scale_as_gain_to_one_minus_exponent(name):
     relative = (shifted.double() - expected).flatten(1).norm(dim=1) / expected.flatten(1).norm(
         dim=1
     )
-    assert relative.max().item() <= 1e-5, dict(zip(gains_db.round(1), relative.tolist()))
+    assert relative.max().item() <= 1e-5, dict(
+        zip(gains_db.round(1), relative.tolist(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("name", sorted(DEBIASED))
