@@ -324,14 +324,15 @@ def compare_evaluated(plan: Plan, console):
     out_dir = Path(plan.settings.compare_dir or plan.experiment_dir / "compare")
     # every input gain the runs were evaluated at (eval/<dataset>@<G>dB/ beside eval/<dataset>/)
     runs, left_out_gains = load_runs([job.run_dir for job in available], plan.test_set.name)
-    comparison = compare_runs(runs, left_out_gains, design=plan.design)
+    design = _contrasts_of(plan.design, {job.norm for job in available}, console)
+    comparison = compare_runs(runs, left_out_gains, design=design)
     comparison.missing_runs = missing
     csvs = [run.csv_path for run in runs]
     inputs = {
         "runs": [str(p) for p in csvs],
         "sha1": [file_sha1(p) for p in csvs],
         "missing": missing,
-        "design": dataclasses.asdict(plan.design),
+        "design": dataclasses.asdict(design),
     }
     inputs_path = out_dir / "inputs.json"
     report = out_dir / "report.md"
@@ -348,6 +349,16 @@ def compare_evaluated(plan: Plan, console):
     inputs_path.write_text(json.dumps(inputs, indent=1) + "\n")
     print_summary(comparison, paths["report"], console)
     return comparison
+
+
+def _contrasts_of(design, norms: set[str], console):
+    """The design with the contrasts whose two norms have evaluated runs (a sweep given on the
+    command line, or failed runs, can leave some out: each is listed)."""
+    kept = [(b, a) for b, a in design.contrasts if b in norms and a in norms]
+    for b, a in design.contrasts:
+        if (b, a) not in kept:
+            console.print(f"compare: contrast {b}:{a} left out (no evaluated runs of both)")
+    return dataclasses.replace(design, contrasts=kept)
 
 
 def run_ablation(overrides: list[str]) -> int:

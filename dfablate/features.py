@@ -161,7 +161,7 @@ def fixed_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
 
     Not gain-invariant: the EMA starts from libDF's fixed state, whose weight alpha^t (0.37
     after 1 s, 0.05 after 3 s) dominates a training crop, so the features grow with the input
-    level until the start state has decayed. `fixed_warm` removes that start state.
+    level until the start state has decayed. `fixed_debiased` removes that start state.
     """
     return spec * ema(power(spec).sqrt(), alpha, init_state).reciprocal()
 
