@@ -397,10 +397,14 @@ def test_comparison_is_logged_to_wandb_offline(tmp_path):
     summary = pd.read_csv(out / "summary.csv").set_index("metric")
     logged = read_offline_run(out / "wandb")
     assert logged.run["job_type"] == "compare"
-    for key in ("mean_diff", "ci95_low", "ci95_high", "p_value", "mde"):
+    for key in ("mean_diff", "ci95_low", "ci95_high", "p_value", "mde", "tost_p", "ci90_low"):
         logged_value = logged.summary[f"compare/fixed_vs_original/pesq/{key}"]
         assert logged_value == pytest.approx(summary.loc["pesq", key])
     assert logged.summary["compare/fixed_vs_original/pesq/seed_spread_known"] is True
+    assert (
+        logged.summary["compare/fixed_vs_original/pesq/verdict"] == summary.loc["pesq", "verdict"]
+    )
+    assert logged.summary["compare/fixed_vs_original/pesq/primary"] is True
     assert logged.summary["compare/per_file"]["nrows"] == 5
     assert logged.summary["compare/per_file_diff"]["_type"] == "image-file"
 

@@ -21,7 +21,7 @@ CONTRASTS = [
 ]
 SMOKE = ["data=mini", "model=dfn3_tiny", "trainer=cpu", "trainer.max_steps=2",
          "data.batch_size=8", "data.num_workers=0", "ablate.evaluate.max_files=2",
-         "logger=none", "num_threads=1"]  # fmt: skip
+         "logger=none", "ablate.wandb.mode=disabled", "num_threads=1"]  # fmt: skip
 
 
 def _run_files(experiment_dir: Path) -> dict[str, str]:
