@@ -249,15 +249,12 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def _metric_name(row) -> str:
-    return f"{row['metric']} (primary)" if row["primary"] else row["metric"]
-
-
-def headline_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The report's headline per metric: B - A, its seed-aware interval, Holm's p, verdict."""
+def headline_table(summary: pd.DataFrame, mark: str = " (primary)") -> pd.DataFrame:
+    """The report's headline per metric: B - A, its seed-aware interval, Holm's p, verdict;
+    the primary row's metric carries `mark`."""
     return pd.DataFrame(
         {
-            "metric": [_metric_name(r) for _, r in summary.iterrows()],
+            "metric": [r["metric"] + (mark if r["primary"] else "") for _, r in summary.iterrows()],
             "A mean": summary["a_mean"],
             "B mean": summary["b_mean"],
             "B - A": summary["mean_diff"],
@@ -562,13 +559,13 @@ def print_summary(comparison: Comparison, report: Path | None = None, console=No
                 f"{len(c.files)} files",
                 caption=f"{first['test']} on per-run means"
                 + (" (paired by seed)" if first["paired"] else "")
-                + "; verdict at each metric's margin (summary.csv: margin, tost_p, ci90_*)",
+                + "; * primary endpoint; verdict at each metric's margin",
             )
-            headline = headline_table(summary)
+            headline = headline_table(summary, mark=" *")
             for name in headline.columns:
                 table.add_column(
                     name, justify="left" if name in ("metric", "verdict") else "right",
-                    no_wrap=True,
+                    no_wrap=True, min_width=len("inconclusive") if name == "verdict" else None,
                 )  # fmt: skip
             for row in headline.itertuples(index=False):
                 table.add_row(*[_fmt(v) for v in row])

@@ -287,7 +287,7 @@ def test_demo_like_cli_headline(tmp_path, capsys):
     assert "3+3 seeds, seed spread known" in printed and "95% interval" in printed
     row = pd.read_csv(out / "summary.csv").set_index("metric").loc["pesq"]
     assert f"[{row['ci95_low']:.3f}, {row['ci95_high']:.3f}]" in printed
-    assert "pesq (primary)" in printed and "verdict" in printed
+    assert "pesq *" in printed and "verdict" in printed and "B better" in printed
     assert "rel %" not in printed and "Wilcoxon" not in printed  # not in the headline
     assert "fixed vs original at 0 dB: " in printed  # the answer sentence
 
