@@ -177,9 +177,10 @@ def plan(overrides: list[str]) -> Plan:
         data_name = settings.evaluate.data
     options = settings.evaluate
     options.input_gains_db = input_gains(options.get("input_gains_db", [0]))
+    design = _design(settings.compare)
     test_set = load_test_set(data_cfg, data_name, options.split, options.max_files)
     return Plan(
-        design=_design(settings.compare),
+        design=design,
         name=str(cfg.name),
         experiment_dir=Path(str(cfg.hydra.sweep.dir)),
         jobs=jobs,

@@ -55,7 +55,12 @@ def parse_design(
 ) -> Design:
     """Check and parse the settings; errors name the option (`--primary` or
     `ablate.compare.primary`, by `source`)."""
-    option = (lambda name: f"--{name}") if source == "--" else (lambda name: f"{source}{name}")
+    plural = {"margin": "margins", "contrast": "contrasts"}  # the ablate.compare.* key names
+    option = (
+        (lambda name: f"--{name}")
+        if source == "--"
+        else (lambda name: f"{source}{plural.get(name, name)}")
+    )
     primary = primary or DEFAULT_PRIMARY
     match = _PRIMARY.match(str(primary))
     if not match:
