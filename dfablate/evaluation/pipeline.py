@@ -4,7 +4,8 @@ Inference runs in the main process and feeds a pool of scoring processes, so enh
 file overlaps with scoring the previous ones and all cores stay busy. Each finished file is
 appended to `metrics.csv` at once (one complete line per write), so an interrupted evaluation
 resumes with the files still missing. The unprocessed noisy input is scored once per test set
-(and input gain) into a cache shared by all runs; it is the "noisy" reference row.
+(unscaled, whatever the input gain) into a cache shared by all runs; it is the "noisy" reference
+row.
 """
 
 from __future__ import annotations
