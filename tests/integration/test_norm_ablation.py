@@ -21,7 +21,7 @@ CONTRASTS = [
 ]
 SMOKE = ["data=mini", "model=dfn3_tiny", "trainer=cpu", "trainer.max_steps=2",
          "data.batch_size=8", "data.num_workers=0", "ablate.evaluate.max_files=2",
-         "logger=none", "ablate.wandb.mode=disabled", "num_threads=1"]  # fmt: skip
+         "logger=none", "num_threads=1"]  # fmt: skip
 
 
 def _run_files(experiment_dir: Path) -> dict[str, str]:
@@ -59,6 +59,7 @@ def _check_study(compare_dir: Path, seeds: int) -> pd.DataFrame:
 @pytest.mark.slow
 def test_norm_ablation_pilot_then_extended_with_a_seed(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # no W&B run per evaluation: faster
     out = tmp_path / "outputs"
     args = ["ablate", "experiment=norm_ablation", *SMOKE, f"output_root={out}"]
     assert main([*args, "seed=range(0,2)"]) == 0
@@ -83,6 +84,7 @@ def test_norm_ablation_pilot_then_extended_with_a_seed(tmp_path, monkeypatch, ca
 @pytest.mark.slow
 def test_norm_ablation_widegain_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     out = tmp_path / "outputs"
     args = ["ablate", "experiment=norm_ablation_widegain", *SMOKE, "seed=range(0,2)",
             f"output_root={out}"]  # fmt: skip
