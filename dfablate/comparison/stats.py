@@ -1,6 +1,7 @@
-"""The statistics of a comparison (`compare_runs`): per variant, gain and metric, B - A of the
-per-run means with the seed-aware test of `dfablate.seed_stats`, the file-level Wilcoxon p and
-the per-file tables. What is compared and why: the package docstring of `dfablate.comparison`.
+"""The statistics of a comparison (`compare_runs`): per contrast, gain and metric, B - A of the
+per-run means with the seed-aware test of `dfablate.seed_stats`, TOST at the margin, the verdict
+under Holm's two families, the interaction with input level, the file-level Wilcoxon p and the
+per-file tables. What is compared and why: the package docstring of `dfablate.comparison`.
 """
 
 from __future__ import annotations
