@@ -451,6 +451,8 @@ def _answer(c: Comparison, row) -> str:
     text = f"{where}: inconclusive at {margin} (90 % interval {ci90}, {seeds})"
     if not np.isfinite(needed):
         return text + "; the seed spread is unknown, so no seed count can be planned"
+    if needed >= seed_stats.MAX_SEEDS:
+        return text + f"; even {seed_stats.MAX_SEEDS} seeds per variant would not give 80 % power"
     have = int(max(row["a_seeds"], row["b_seeds"]))
     plan = int(max(needed, have + 1))
     experiments = {r.experiment for r in c.runs}
