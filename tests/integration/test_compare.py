@@ -556,3 +556,25 @@ def test_old_convention_gains_are_refused_in_one_line(tmp_path, capsys):
     # at 0 dB both conventions coincide; a bare CSV is never refused for its convention
     assert main(["compare", *map(str, runs), "--gain-db", "0", "--out", str(out),
                  "--wandb", "disabled"]) == 0  # fmt: skip
+
+
+def test_inconclusive_answer_gives_the_seeds_and_the_extend_command(tmp_path, capsys):
+    means = {("original", 0): 2.0, ("original", 1): 2.1, ("fixed", 0): 2.05, ("fixed", 1): 2.1}
+    runs = [
+        write_run(tmp_path, norm, seed, {"pesq": [m - 0.1, m, m + 0.1, m]},
+                  extra="name: norm_ablation\n")
+        for (norm, seed), m in means.items()
+    ]  # fmt: skip
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out), "--wandb", "disabled"]) == 0
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert row["verdict"] == "inconclusive" and bool(row["primary"])
+    needed = int(row["seeds_needed"])
+    sd = np.std([0.05, 0.0], ddof=1)  # per-seed differences
+    assert needed == math.ceil(
+        TTestPower().solve_power(effect_size=0.05 / sd, alpha=0.05, power=0.8)
+    )
+    sentence = (out / "report.md").read_text().splitlines()[2]
+    assert sentence.startswith("- fixed vs original at 0 dB: inconclusive at ±0.05 PESQ")
+    assert f"`dfablate ablate experiment=norm_ablation 'seed=range(0,{needed})'`" in sentence
+    assert f"{needed} seeds per variant" in " ".join(capsys.readouterr().out.split())
