@@ -5,6 +5,7 @@ more seeds without touching the runs it already has."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,26 @@ CONTRASTS = [
 ]
 SMOKE = ["data=mini", "model=dfn3_tiny", "trainer=cpu", "trainer.max_steps=2",
          "data.batch_size=8", "data.num_workers=0", "ablate.evaluate.max_files=2",
-         "logger=none", "num_threads=1"]  # fmt: skip
+         "logger=none", "num_threads=1", "validate_first=false", "val_metric_utterances=0",
+         "callbacks.media=null", "callbacks.progress_bar=null"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pilot:
+    args: list[str]  # the ablate command without its seeds
+    experiment_dir: Path
+
+
+@pytest.fixture(scope="module")
+def pilot(tmp_path_factory) -> Pilot:
+    """`experiment=norm_ablation` with seeds 0-1, run once for the tests of this module."""
+    root = tmp_path_factory.mktemp("norm-ablation")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DFABLATE_CACHE", str(root / "cache"))
+        patch.setenv("WANDB_MODE", "disabled")  # no W&B run per evaluation: faster
+        args = ["ablate", "experiment=norm_ablation", *SMOKE, f"output_root={root / 'out'}"]
+        assert main([*args, "seed=range(0,2)"]) == 0
+    return Pilot(args, root / "out" / "norm_ablation")
 
 
 def _run_files(experiment_dir: Path) -> dict[str, str]:
@@ -57,28 +77,28 @@ def _check_study(compare_dir: Path, seeds: int) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_norm_ablation_pilot_then_extended_with_a_seed(tmp_path, monkeypatch, capfd):
-    monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("WANDB_MODE", "disabled")  # no W&B run per evaluation: faster
-    out = tmp_path / "outputs"
-    args = ["ablate", "experiment=norm_ablation", *SMOKE, f"output_root={out}"]
-    assert main([*args, "seed=range(0,2)"]) == 0
-    capfd.readouterr()
-    experiment_dir = out / "norm_ablation"
-    _check_study(experiment_dir / "compare", seeds=2)
-    pilot = _run_files(experiment_dir)
-    assert len({p.split("/")[0] for p in pilot}) == 8
+def test_norm_ablation_end_to_end(pilot):
+    _check_study(pilot.experiment_dir / "compare", seeds=2)
+    assert len(list(pilot.experiment_dir.glob("*-seed*"))) == 8
 
-    assert main([*args, "seed=range(0,3)"]) == 0  # extend the pilot by one seed
+
+@pytest.mark.slow
+def test_norm_ablation_pilot_extended_with_a_seed(pilot, monkeypatch, capfd):
+    monkeypatch.setenv("DFABLATE_CACHE", str(pilot.experiment_dir.parent.parent / "cache"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    before = _run_files(pilot.experiment_dir)
+    assert len({p.split("/")[0] for p in before}) == 8
+    capfd.readouterr()
+    assert main([*pilot.args, "seed=range(0,3)"]) == 0  # extend the pilot by one seed
     captured = capfd.readouterr()
     printed, words = captured.out, " ".join((captured.out + captured.err).split())
     assert f"norm={','.join(NORMS)} seed=2 resume=true" in words  # only the new seed trains
     assert "seed=0" not in words and "seed=1" not in words
     assert "32 evaluations (run x gain) already done, skipped" in printed
-    after = _run_files(experiment_dir)
-    assert {k: after[k] for k in pilot} == pilot  # the pilot's runs are byte-for-byte untouched
+    after = _run_files(pilot.experiment_dir)
+    assert {k: after[k] for k in before} == before  # the pilot's runs are byte-for-byte untouched
     assert len({p.split("/")[0] for p in after}) == 12
-    _check_study(experiment_dir / "compare", seeds=3)  # compared again
+    _check_study(pilot.experiment_dir / "compare", seeds=3)  # compared again
 
 
 @pytest.mark.slow
