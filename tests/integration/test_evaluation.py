@@ -240,3 +240,21 @@ def test_cli_evaluate_at_shifted_input_levels(testset_root, tmp_path, capsys):
     assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [
         "valentini@+10dB", "valentini@-25dB"
     ]  # fmt: skip
+
+
+def test_output_at_a_gain_is_scored_at_the_reference_level(data_dir):
+    """The output for the input times g is divided by g and scored against the unscaled clean
+    file: a model that only passes the level through scores as at 0 dB, on every metric."""
+    from dfablate.audio import load_audio
+    from dfablate.evaluation.pipeline import score_file
+    from dfablate.evaluation.testset import gain_factor
+
+    clean, noisy = data_dir / "clean_freesound_33711.wav", data_dir / "noisy_snr0.wav"
+    output = load_audio(noisy, 48000)  # an identity "model" of the 0 dB input
+    at_zero = score_file("x.wav", clean, output, 48000, 0.0)
+    for gain in (-25.0, 10.0):
+        scaled = (output * np.float32(gain_factor(gain))).astype(np.float32)
+        row = score_file("x.wav", clean, scaled, 48000, gain)
+        assert row["error"] == ""
+        for metric in ("pesq", "stoi", "csig", "cbak", "covl", "ssnr", "sisdr"):
+            assert row[metric] == pytest.approx(at_zero[metric], abs=1e-4), (gain, metric)
