@@ -333,7 +333,7 @@ def compare_evaluated(plan: Plan, console):
         "runs": [str(p) for p in csvs],
         "sha1": [file_sha1(p) for p in csvs],
         "missing": missing,
-        "design": dataclasses.asdict(design),
+        "design": json.loads(json.dumps(dataclasses.asdict(design))),  # as inputs.json reads
     }
     inputs_path = out_dir / "inputs.json"
     report = out_dir / "report.md"
