@@ -18,6 +18,7 @@ missing, and the command exits with status 1.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -94,6 +95,7 @@ class Plan:
     train_overrides: list[str]
     test_set: object  # dfablate.evaluation.TestSet every run is evaluated on
     settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
+    design: object  # dfablate.comparison.design.Design from ablate.compare.*
     num_threads: int | None  # the training config's torch threads, used for inference too
     overrides: list[str] = field(default_factory=list)  # as given to `dfablate ablate`
     skipped: dict[str, list[str]] = field(default_factory=dict)
@@ -184,8 +186,10 @@ def plan(overrides: list[str]) -> Plan:
     options = settings.evaluate
     options.input_gains_db = input_gains(options.get("input_gains_db", [0]))
     options.metrics = list(check_metrics_option(options.metrics, "ablate.evaluate.metrics"))
+    design = _design(settings.compare)
     test_set = load_test_set(data_cfg, data_name, options.split, options.max_files)
     return Plan(
+        design=design,
         name=str(cfg.name),
         experiment_dir=Path(str(cfg.hydra.sweep.dir)),
         jobs=jobs,
@@ -261,6 +265,21 @@ def check_ablate_settings(settings) -> None:
     mode = settings.wandb.get("mode")
     if mode not in (None, "auto", "online", "offline", "disabled"):
         raise UserError(f"{ABLATE_PREFIX}wandb.mode={mode}: use auto, online, offline or disabled")
+
+
+def _design(compare):
+    """`ablate.compare.*` as a comparison design (checked before anything is trained)."""
+    from omegaconf import OmegaConf
+
+    from dfablate.comparison.design import parse_design
+
+    margins = OmegaConf.to_container(compare.margins) if compare.get("margins") else None
+    contrasts = list(compare.contrasts) if compare.get("contrasts") else None
+    if margins is not None and not isinstance(margins, dict):
+        raise UserError(f"ablate.compare.margins={margins}: expected a mapping metric: value")
+    return parse_design(
+        compare.get("primary"), margins, compare.get("pairing"), contrasts, "ablate.compare."
+    )
 
 
 def input_gains(value) -> list[float]:
@@ -383,13 +402,15 @@ def compare_evaluated(plan: Plan, console):
     out_dir = Path(plan.settings.compare_dir or plan.experiment_dir / "compare")
     # every input gain the runs were evaluated at (eval/<dataset>@<G>dB/ beside eval/<dataset>/)
     runs, left_out_gains = load_runs([job.run_dir for job in available], plan.test_set.name)
-    comparison = compare_runs(runs, left_out_gains)
+    design = _contrasts_of(plan.design, {job.norm for job in available}, console)
+    comparison = compare_runs(runs, left_out_gains, design=design)
     comparison.missing_runs = missing
     csvs = [run.csv_path for run in runs]
     inputs = {
         "runs": [str(p) for p in csvs],
         "sha1": [file_sha1(p) for p in csvs],
         "missing": missing,
+        "design": json.loads(json.dumps(dataclasses.asdict(design))),  # as inputs.json reads
     }
     inputs_path = out_dir / "inputs.json"
     report = out_dir / "report.md"
@@ -437,6 +458,16 @@ def report_publisher(plan: Plan, comparison, out_dir: Path):
         return None
     command = command_line(["ablate", *plan.overrides])
     return ReportPublisher(comparison, out_dir, project=str(settings.project), command=command)
+
+
+def _contrasts_of(design, norms: set[str], console):
+    """The design with the contrasts whose two norms have evaluated runs (a sweep given on the
+    command line, or failed runs, can leave some out: each is listed)."""
+    kept = [(b, a) for b, a in design.contrasts if b in norms and a in norms]
+    for b, a in design.contrasts:
+        if (b, a) not in kept:
+            console.print(f"compare: contrast {b}:{a} left out (no evaluated runs of both)")
+    return dataclasses.replace(design, contrasts=kept)
 
 
 def run_ablation(overrides: list[str]) -> int:

@@ -161,7 +161,7 @@ def fixed_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
 
     Not gain-invariant: the EMA starts from libDF's fixed state, whose weight alpha^t (0.37
     after 1 s, 0.05 after 3 s) dominates a training crop, so the features grow with the input
-    level until the start state has decayed. `fixed_warm` removes that start state.
+    level until the start state has decayed. `fixed_debiased` removes that start state.
     """
     return spec * ema(power(spec).sqrt(), alpha, init_state).reciprocal()
 
@@ -185,6 +185,51 @@ def fixed_warm_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
     state = ema(torch.where(seen, magnitude, start), alpha, start[:, 0])
     safe = torch.where(state > 0, state, torch.ones_like(state))
     return torch.where(state > 0, spec / safe, torch.zeros_like(spec))
+
+
+def debiased_ema(
+    x: Tensor, alpha: float, state: Tensor | None = None, frames_before: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Bias-corrected EMA along dim 1 (Adam's correction), and the raw state to carry on.
+
+    s_t = alpha s_{t-1} + (1 - alpha) x_t with s_{-1} = 0, m_t = s_t / (1 - alpha^(t+1)): no
+    start state, so m is linear in x (gain-invariant ratios) and its first frames are the mean
+    of the frames so far, not a guess. Streaming: pass the returned state and the number of
+    frames already seen (one counter per stream) with the next chunk. x is [B, T, ...]; returns
+    (m [B, T, ...], s at the last frame [B, ...]).
+    """
+    if state is None:
+        state = torch.zeros(x.shape[:1] + x.shape[2:], dtype=x.dtype, device=x.device)
+    smoothed = ema(x, alpha, state)
+    frames = torch.arange(frames_before + 1, frames_before + x.shape[1] + 1, device=x.device)
+    correction = -torch.expm1(frames.double() * math.log(alpha))  # 1 - alpha^(t+1)
+    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+    debiased = smoothed / correction.to(x.dtype).reshape(shape)
+    last = smoothed[:, -1] if x.shape[1] else state
+    return debiased, last
+
+
+def _divide_or_zero(spec: Tensor, divisor: Tensor) -> Tensor:
+    """spec / divisor, 0 where the divisor is 0 (digital silence: no NaN)."""
+    safe = torch.where(divisor > 0, divisor, torch.ones_like(divisor))
+    return torch.where(divisor > 0, spec / safe, torch.zeros_like(spec))
+
+
+@register_norm("original_debiased")
+def original_debiased_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
+    """X / sqrt(m_t), m_t the bias-corrected EMA of |X| (`debiased_ema`): libDF's exponent
+    without its level-dependent start state; features scale exactly with sqrt of the gain."""
+    mean, _ = debiased_ema(power(spec).sqrt(), alpha)  # [B, T, F]
+    return _divide_or_zero(spec, mean.sqrt())
+
+
+@register_norm("fixed_debiased")
+def fixed_debiased_norm(spec: Tensor, init_state: Tensor, alpha: float) -> Tensor:
+    """X / m_t, m_t the bias-corrected EMA of |X| (`debiased_ema`): the paper's exponent with no
+    start state, so feat_spec is exactly gain-invariant; the recommended gain-invariant norm
+    (its early frames are tamer than `fixed_warm`'s, which starts from a half-padded frame)."""
+    mean, _ = debiased_ema(power(spec).sqrt(), alpha)  # [B, T, F]
+    return _divide_or_zero(spec, mean)
 
 
 @register_norm("rms")

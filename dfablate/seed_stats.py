@@ -3,7 +3,8 @@
 Each trained run adds its own offset to every file's score, so the unit of variation is the run:
 the tests here work on per-run means (one number per trained model), paired by seed when both
 variants have the same seeds, and give the interval, p-value, minimum detectable difference and
-the seeds needed for 80 % power. Every function broadcasts over leading axes, so thousands of
+the seeds needed for 80 % power at a margin, two one-sided tests against that margin and the
+verdict they support. Every function broadcasts over leading axes, so thousands of
 simulated studies run in one call (`tests/unit/test_seed_stats.py` checks calibration that way).
 """
 
@@ -99,36 +100,90 @@ def noncentrality_for_power(df: float, power: float = POWER, alpha: float = ALPH
     return float(optimize.brentq(lambda nc: t_power(nc, df, alpha) - power, 0.0, 30.0))
 
 
-def minimum_detectable_difference(test: SeedTest) -> float:
-    """The smallest |B - A| the same test detects with 80 % power at alpha 0.05, given the
-    observed per-run spread and these seed counts (NaN when the spread is unknown)."""
-    se, df = float(test.se), float(test.df)
-    if not np.isfinite(se):
+@dataclass
+class Spread:
+    """A run-to-run spread for planning: the SD of the per-seed differences (paired) or the
+    pooled SD of per-run means (unpaired), with its degrees of freedom."""
+
+    sd: float
+    df: float
+    paired: bool
+
+
+def pooled_spread(tests: list[SeedTest]) -> Spread:
+    """The spread of several tests of one contrast and metric (e.g. every input gain) pooled:
+    variances weighted by their degrees of freedom. Paired tests pool the per-seed difference
+    SDs; unpaired ones (Student or Welch) the two variants' per-run SDs. Unknown (NaN) parts
+    are left out; with none left the SD is NaN and df 0."""
+    paired = all(t.test == TESTS["paired"] for t in tests)
+    weighted, dfs = 0.0, 0.0
+    for t in tests:
+        parts = [(t.n_a - 1, float(t.diff_sd))] if paired else [
+            (t.n_a - 1, float(t.a_sd)), (t.n_b - 1, float(t.b_sd))
+        ]  # fmt: skip
+        for df, sd in parts:
+            if df > 0 and np.isfinite(sd) and sd > 0:
+                weighted, dfs = weighted + df * sd**2, dfs + df
+    return Spread(float(np.sqrt(weighted / dfs)) if dfs else float("nan"), dfs, paired)
+
+
+def _planned_se_df(spread: Spread, n_a, n_b):
+    """Standard error and df of the test a study with n_a + n_b seeds would run."""
+    if spread.paired:
+        return spread.sd / np.sqrt(n_a), n_a - 1.0
+    return spread.sd * np.sqrt(1.0 / n_a + 1.0 / n_b), n_a + n_b - 2.0
+
+
+def minimum_detectable_difference(spread: Spread, n_a: int, n_b: int) -> float:
+    """The smallest |B - A| the t-test on n_a + n_b seeds detects with 80 % power at alpha
+    0.05, at the run-to-run `spread` (NaN when it is unknown)."""
+    if not np.isfinite(spread.sd) or min(n_a, n_b) < 2:
         return float("nan")
-    return noncentrality_for_power(df) * se
+    se, df = _planned_se_df(spread, n_a, n_a if spread.paired else n_b)
+    return noncentrality_for_power(float(df)) * float(se)
 
 
-def seeds_needed(test: SeedTest) -> float:
-    """The smallest number of seeds per variant (at least 2) giving 80 % power to detect the
-    observed |B - A| at the observed per-run spread; NaN when the difference is 0 or the spread
-    unknown, capped at MAX_SEEDS."""
-    diff = abs(float(test.mean_diff))
-    if diff == 0 or not np.isfinite(float(test.se)):
+def seeds_needed(spread: Spread, difference: float) -> float:
+    """The smallest number of seeds per variant (at least 2) giving the two-sided t-test 80 %
+    power at alpha 0.05 against a true |B - A| of `difference` (a smallest effect of interest,
+    not the observed one: that would be post-hoc power), at the run-to-run `spread`. NaN when
+    the difference is 0 or unknown or the spread unknown; capped at MAX_SEEDS."""
+    difference = abs(float(difference))
+    if not difference > 0 or not np.isfinite(spread.sd):
         return float("nan")
     k = np.arange(2, MAX_SEEDS + 1, dtype=float)
-    if test.test == TESTS["paired"]:
-        se, df = float(test.diff_sd) / np.sqrt(k), k - 1
-    elif test.test == TESTS["student"]:
-        pooled_var = ((test.n_a - 1) * test.a_sd**2 + (test.n_b - 1) * test.b_sd**2) / (
-            test.n_a + test.n_b - 2
-        )
-        se, df = np.sqrt(float(pooled_var) * 2.0 / k), 2 * k - 2
-    else:
-        var_sum = float(test.a_sd) ** 2 + float(test.b_sd) ** 2
-        se = np.sqrt(var_sum / k)
-        df = (k - 1) * var_sum**2 / (float(test.a_sd) ** 4 + float(test.b_sd) ** 4)
-    enough = np.flatnonzero(t_power(diff / se, df) >= POWER)
+    se, df = _planned_se_df(spread, k, k)
+    enough = np.flatnonzero(t_power(difference / se, df) >= POWER)
     return float(k[enough[0]]) if enough.size else float(MAX_SEEDS)
+
+
+def tost(test: SeedTest, margin) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two one-sided tests of |B - A| < margin from the test's own t distribution: (p, 90 %
+    interval low, high). p is the larger of P(T >= (d + m)/se) and P(T <= (d - m)/se); it is
+    below 0.05 exactly when the 90 % interval lies inside (-margin, margin). NaN without a
+    spread or margin."""
+    margin = np.asarray(margin, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lower = stats.t.sf((test.mean_diff + margin) / test.se, test.df)
+        upper = stats.t.cdf((test.mean_diff - margin) / test.se, test.df)
+        half = stats.t.ppf(0.95, test.df) * test.se
+    return np.maximum(lower, upper), test.mean_diff - half, test.mean_diff + half
+
+
+VERDICTS = ("equivalent", "B better", "A better", "inconclusive")
+
+
+def verdict(ci90_low, ci90_high, margin, p_holm, mean_diff) -> np.ndarray:
+    """Per row, in this order: `equivalent` when the 90 % interval lies inside (-margin,
+    margin); `B better` / `A better` when p_holm < 0.05 (higher is better); else
+    `inconclusive` (a NaN interval included)."""
+    low, high, margin = (np.asarray(v, dtype=float) for v in (ci90_low, ci90_high, margin))
+    p_holm, mean_diff = np.asarray(p_holm, dtype=float), np.asarray(mean_diff, dtype=float)
+    with np.errstate(invalid="ignore"):
+        equivalent = (low > -margin) & (high < margin)
+        significant = p_holm < ALPHA
+    better = np.where(mean_diff > 0, "B better", "A better")
+    return np.where(equivalent, "equivalent", np.where(significant, better, "inconclusive"))
 
 
 def holm(p_values) -> np.ndarray:

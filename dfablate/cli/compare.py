@@ -13,8 +13,9 @@ def add_parser(subparsers) -> None:
         description=(
             "Compare evaluated runs (run directories or their metrics CSVs); the first variant is "
             "the baseline A. Runs that differ only in the seed form one variant; B - A comes "
-            "with a 95 % interval and p-value from a t-test on per-run means (paired by seed "
-            "when both variants have the same seeds)."
+            "with a 95 %% interval and p-value from a t-test on per-run means (paired by seed "
+            "when both variants have the same seeds), two one-sided tests at each metric's "
+            "margin and a verdict (equivalent, B better, A better, inconclusive)."
         ),
     )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directory or metrics CSV")
@@ -38,6 +39,34 @@ def add_parser(subparsers) -> None:
         default="student",
         help="t-test when seeds cannot be paired (default student: calibrated at 2-3 seeds; "
         "welch allows unequal spreads but is conservative at 2-3 seeds)",
+    )
+    parser.add_argument(
+        "--primary",
+        default="pesq@0",
+        metavar="METRIC@GAIN",
+        help="the primary endpoint, the one answer (default pesq@0): Holm over the contrasts",
+    )
+    parser.add_argument(
+        "--margin",
+        action="append",
+        metavar="METRIC=VALUE",
+        help="smallest effect of interest in the metric's units (repeatable; defaults: pesq, "
+        "csig, cbak, covl 0.05, stoi 0.005, ssnr 0.5, sisdr 0.3): equivalence when the 90 %% "
+        "interval lies inside +-margin",
+    )
+    parser.add_argument(
+        "--pairing",
+        choices=("auto", "paired", "unpaired"),
+        default="auto",
+        help="pair runs by seed: auto (when both variants have the same seeds), paired "
+        "(require it), unpaired",
+    )
+    parser.add_argument(
+        "--contrast",
+        action="append",
+        metavar="B:A",
+        help="a contrast to test, B against A (repeatable; default: each variant against the "
+        "first)",
     )
     parser.add_argument(
         "--wandb",
@@ -66,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print_summary,
         write_outputs,
     )
+    from dfablate.comparison.design import parse_design
     from dfablate.paths import check_output_dir
 
     if args.out is not None:
@@ -74,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
         from dfablate.wandb_report import require_workspaces
 
         require_workspaces()
+    design = parse_design(args.primary, args.margin, args.pairing, args.contrast)
     runs, left_out_gains = load_runs(
         args.runs, dataset=args.dataset, labels=args.label, gain_db=args.gain_db
     )
-    comparison = compare_runs(runs, left_out_gains, unpaired=args.unpaired_test)
+    comparison = compare_runs(runs, left_out_gains, unpaired=args.unpaired_test, design=design)
     out_dir = args.out or default_out_dir()
     paths = write_outputs(comparison, out_dir)
     publisher = None

@@ -15,8 +15,9 @@ examples:
 
 Writes <run dir or upstream folder>/eval/<dataset>/metrics.csv
 (file,pesq,stoi,csig,cbak,covl,ssnr,sisdr,error) and summary.json; an interrupted evaluation
-resumes with the files still missing. input_gain_db=G scales the noisy input and the clean
-reference by 10^(G/20) (results in eval/<dataset>@<G>dB). Arguments are Hydra overrides of
+resumes with the files still missing. input_gain_db=G scales the model's input by
+g = 10^(G/20) and scores its output divided by g against the unscaled clean reference (results in
+eval/<dataset>@<G>dB; summary.json says scored_at: reference). Arguments are Hydra overrides of
 configs/evaluate.yaml (`--config-dir DIR` adds a folder of your own data configs).
 """
 

@@ -8,12 +8,14 @@ metric CSVs (`file,<metrics...>,error`), usually `<run_dir>/eval/<dataset>[@<G>d
 All metrics are "higher is better".
 
 - `results`: `RunMetrics` (one run's scores) and `Comparison` (the outcome);
+- `design`: the primary endpoint, margins (`MARGINS`), pairing and contrasts (`parse_design`);
 - `loading`: metrics CSVs, gains, run identities and variant names (`load_runs`);
 - `stats`: `compare_runs` and its tests;
 - `report`: tables, figures, `report.md`, the terminal summary;
 - `wandb_log`: the comparison's W&B run.
 """
 
+from dfablate.comparison.design import MARGINS, Design, parse_design
 from dfablate.comparison.loading import describe_identity, load_evaluation, load_runs, read_scores
 from dfablate.comparison.report import (
     default_out_dir,
@@ -36,7 +38,9 @@ from dfablate.comparison.stats import (
 from dfablate.comparison.wandb_log import log_comparison_to_wandb
 
 __all__ = [
+    "MARGINS",
     "Comparison",
+    "Design",
     "RunMetrics",
     "compare_runs",
     "default_out_dir",
@@ -48,6 +52,7 @@ __all__ = [
     "load_runs",
     "log_comparison_to_wandb",
     "markdown_table",
+    "parse_design",
     "print_summary",
     "read_scores",
     "relative_difference_pct",

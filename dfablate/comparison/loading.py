@@ -228,6 +228,8 @@ def load_evaluation(csv_path: Path, gain_db: float, label: str | None = None) ->
         dataset=dataset,
         noisy=summary.get("noisy"),
         experiment=None if experiment in (None, "null") else str(experiment),
+        scored_at=summary.get("scored_at"),
+        has_summary=bool(summary),
     )
 
 
@@ -266,6 +268,7 @@ def load_runs(
     runs = [run for evals in per_input for run in evals]
     _check_seeds_once(runs)
     _check_same_test_set(runs)
+    _check_scored_at_reference(runs)
     return runs, left_out
 
 
@@ -294,6 +297,28 @@ def _check_seeds_once(runs: list[RunMetrics]) -> None:
                 f"{first.csv_path} and {run.csv_path}: two runs of variant {run.variant} with "
                 f"seed {run.seed}; a seed counts once (give one of them)"
             )
+
+
+def _check_scored_at_reference(runs: list[RunMetrics]) -> None:
+    """Refuse evaluations at a non-zero gain scored the old way (reference scaled too): their
+    composite scores carry level artefacts. At 0 dB both conventions coincide; a bare CSV
+    (no summary.json) is taken as it is."""
+    old = [r for r in runs if r.gain_db != 0 and r.has_summary and r.scored_at != "reference"]
+    if old:
+        where = ", ".join(r.where for r in old)
+        commands = "; ".join(
+            f"dfablate evaluate run={_run_dir_of(r)} input_gain_db={r.gain_db:g}" for r in old
+        )
+        raise UserError(
+            f"{where}: scored before pipeline version 3 (clean reference scaled with the input), "
+            f"not comparable with scores at the reference level; re-score with: {commands}"
+        )
+
+
+def _run_dir_of(run: RunMetrics) -> Path:
+    """The run directory of an evaluation `<run>/eval/<dataset>/metrics.csv` (else its folder)."""
+    folder = run.csv_path.parent
+    return folder.parent.parent if folder.parent.name == "eval" else folder
 
 
 def _name_variants(runs: list[RunMetrics], labels: list[str] | None) -> None:

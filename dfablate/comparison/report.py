@@ -9,17 +9,32 @@ import numpy as np
 import pandas as pd
 
 from dfablate import seed_stats
-from dfablate.comparison.results import DB_METRICS, NO_RELATIVE, Comparison, gain_suffix
+from dfablate.comparison.results import NO_RELATIVE, Comparison, gain_suffix
 
 
-def _suffix(comparison: Comparison, variant: str, gain: float) -> str:
-    """File name suffix of one variant-vs-baseline condition: variant (with > 2), gain."""
-    name = "" if len(comparison.variants) == 2 else "_" + re.sub(r"[^\w.+-]", "_", variant)
+def _suffix(comparison: Comparison, contrast: tuple[str, str], gain: float) -> str:
+    """File name suffix of one contrast at one gain: B (with > 2 variants; `B_vs_A` when A is
+    not the baseline), then the gain."""
+    b, a = contrast
+    name = b if a == comparison.baseline else f"{b}_vs_{a}"
+    name = "" if len(comparison.variants) == 2 else "_" + re.sub(r"[^\w.+-]", "_", name)
     return name + gain_suffix(gain)
 
 
-def _condition(table: pd.DataFrame, variant: str, gain: float) -> pd.DataFrame:
-    return table[(table["variant"] == variant) & (table["gain_db"] == gain)]
+def _condition(table: pd.DataFrame, contrast: tuple[str, str], gain: float) -> pd.DataFrame:
+    """The rows of one contrast (B, A) at one gain (of the summary or a per-file table)."""
+    b, a = contrast
+    if "contrast" in table.columns:
+        chosen = table["contrast"] == f"{b}:{a}"
+    else:
+        chosen = (table["b"] == b) & (table["a"] == a)
+    return table[chosen & (table["gain_db"] == gain)]
+
+
+def _gains_primary_first(c: Comparison) -> list[float]:
+    """The compared gains, the primary's first."""
+    first = [g for g in c.gains if g == c.design.primary_gain_db]
+    return first + [g for g in c.gains if g not in first]
 
 
 def _panels(plt, n: int):
@@ -42,12 +57,13 @@ def write_figures(comparison: Comparison, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     c, paths = comparison, []
-    for variant in c.variants[1:]:
+    for contrast in c.contrasts:
         for gain in c.gains:
-            paths += _per_file_figures(plt, c, variant, gain, out_dir)
+            paths += _per_file_figures(plt, c, contrast, gain, out_dir)
     paths += [_seed_means_figure(plt, c, gain, out_dir) for gain in c.gains]
     if len(c.gains) > 1:
         paths.append(_robustness_figure(plt, c, out_dir))
+        paths.append(_robustness_means_figure(plt, c, out_dir))
     return paths
 
 
@@ -57,13 +73,15 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
-def _per_file_figures(plt, c: Comparison, variant: str, gain: float, out_dir: Path) -> list[Path]:
+def _per_file_figures(
+    plt, c: Comparison, contrast: tuple[str, str], gain: float, out_dir: Path
+) -> list[Path]:
     """B - A per file (files sorted by A's score) and its distribution, one panel a metric."""
     from matplotlib.ticker import MaxNLocator
 
-    table = _condition(c.relative_diff, variant, gain)
-    summary = _condition(c.summary, variant, gain).set_index("metric")
-    where = f"{variant} vs {c.baseline}" + (f" at {gain:+g} dB input gain" if gain else "")
+    table = _condition(c.relative_diff, contrast, gain)
+    summary = _condition(c.summary, contrast, gain).set_index("metric")
+    where = f"{contrast[0]} vs {contrast[1]}" + (f" at {gain:+g} dB input gain" if gain else "")
     fig, axes = _panels(plt, len(c.metrics))
     for ax, metric in zip(axes, c.metrics, strict=True):
         rows = table[table["metric"] == metric].sort_values(["a", "file"])
@@ -86,7 +104,7 @@ def _per_file_figures(plt, c: Comparison, variant: str, gain: float, out_dir: Pa
         ax.set_title(metric.upper())
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{where}: B - A per file (files listed in per_file.csv)")
-    paths = [_save(plt, fig, out_dir / f"per_file_diff{_suffix(c, variant, gain)}.png")]
+    paths = [_save(plt, fig, out_dir / f"per_file_diff{_suffix(c, contrast, gain)}.png")]
 
     fig, axes = _panels(plt, len(c.metrics))
     for ax, metric in zip(axes, c.metrics, strict=True):
@@ -101,7 +119,7 @@ def _per_file_figures(plt, c: Comparison, variant: str, gain: float, out_dir: Pa
         ax.set_title(metric.upper())
     fig.suptitle(f"{where}: distribution of B - A over files (red: mean)")
     paths.append(
-        _save(plt, fig, out_dir / f"per_file_diff_distribution{_suffix(c, variant, gain)}.png")
+        _save(plt, fig, out_dir / f"per_file_diff_distribution{_suffix(c, contrast, gain)}.png")
     )
     return paths
 
@@ -120,9 +138,10 @@ def _seed_means_figure(plt, c: Comparison, gain: float, out_dir: Path) -> Path:
                 if pd.notna(seed):
                     ax.annotate(f"{int(seed)}", (x, value), xytext=(4, 0), fontsize=7,
                                 textcoords="offset points", va="center")  # fmt: skip
-            if variant == c.baseline:
+            rows = _condition(c.summary, (variant, c.baseline), gain)
+            if variant == c.baseline or rows.empty:
                 continue
-            row = _condition(c.summary, variant, gain).set_index("metric").loc[metric]
+            row = rows.set_index("metric").loc[metric]
             if np.isfinite(row["ci95_low"]):
                 low, high = a_mean + row["ci95_low"], a_mean + row["ci95_high"]
                 ax.errorbar(x + 0.25, row["b_mean"], fmt="o", color="black", capsize=4,
@@ -138,6 +157,34 @@ def _seed_means_figure(plt, c: Comparison, gain: float, out_dir: Path) -> Path:
 
 
 def _robustness_figure(plt, c: Comparison, out_dir: Path) -> Path:
+    """B - A vs input gain, one line per contrast with its seed-aware 95 % interval, and the
+    margin (-m, m) shaded: where the interval stays inside the band, the norms are equivalent
+    at that level."""
+    fig, axes = _panels(plt, len(c.metrics))
+    for ax, metric in zip(axes, c.metrics, strict=True):
+        margin = c.design.margin(metric)
+        if np.isfinite(margin):
+            ax.axhspan(-margin, margin, color="grey", alpha=0.15, label=f"margin ±{margin:g}")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for k, (b, a) in enumerate(c.contrasts):
+            rows = c.summary[
+                (c.summary["b"] == b) & (c.summary["a"] == a) & (c.summary["metric"] == metric)
+            ].sort_values("gain_db")
+            ax.plot(rows["gain_db"], rows["mean_diff"], marker="o", color=f"C{k}",
+                    label=f"{b} - {a}")  # fmt: skip
+            if np.isfinite(rows["ci95_low"]).any():
+                ax.fill_between(rows["gain_db"], rows["ci95_low"], rows["ci95_high"],
+                                color=f"C{k}", alpha=0.2)  # fmt: skip
+        ax.set_xticks(c.gains)
+        ax.set_xlabel("input gain (dB)")
+        ax.set_ylabel(f"B - A ({metric})")
+        ax.set_title(metric.upper())
+    axes[0].legend(fontsize=7)
+    fig.suptitle("B - A vs input gain (band: 95 % interval over seeds; grey: the margin)")
+    return _save(plt, fig, out_dir / "robustness.png")
+
+
+def _robustness_means_figure(plt, c: Comparison, out_dir: Path) -> Path:
     """Mean over seeds vs input gain, with the 95 % interval over seeds."""
     fig, axes = _panels(plt, len(c.metrics))
     for ax, metric in zip(axes, c.metrics, strict=True):
@@ -157,8 +204,8 @@ def _robustness_figure(plt, c: Comparison, out_dir: Path) -> Path:
         ax.set_xlabel("input gain (dB)")
         ax.set_title(metric.upper())
     axes[0].legend(fontsize=7)
-    fig.suptitle("robustness: mean over seeds vs input gain (band: 95 % interval over seeds)")
-    return _save(plt, fig, out_dir / "robustness.png")
+    fig.suptitle("mean over seeds vs input gain (band: 95 % interval over seeds)")
+    return _save(plt, fig, out_dir / "robustness_means.png")
 
 
 def _t_half_width(std: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -187,17 +234,11 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _interval(row) -> str:
-    if not np.isfinite(row["ci95_low"]):
+def _interval(row, low: str = "ci95_low", high: str = "ci95_high") -> str:
+    if not np.isfinite(row[low]):
         return "unknown"
-    digits = 3 if max(abs(row["ci95_low"]), abs(row["ci95_high"])) < 10 else 1
-    return f"[{row['ci95_low']:.{digits}f}, {row['ci95_high']:.{digits}f}]"
-
-
-def _relative(row) -> str:
-    if row["metric"] in DB_METRICS:
-        return "(dB)"
-    return _fmt(row["rel_diff_of_means_pct"], 1)
+    digits = 3 if max(abs(row[low]), abs(row[high])) < 10 else 1
+    return f"[{row[low]:.{digits}f}, {row[high]:.{digits}f}]"
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -208,25 +249,37 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def headline_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The report's headline per metric: B - A, its seed-aware interval and p, power figures."""
+def headline_table(summary: pd.DataFrame, mark: str = " (primary)") -> pd.DataFrame:
+    """The report's headline per metric: B - A, its seed-aware interval, Holm's p, verdict;
+    the primary row's metric carries `mark`."""
     return pd.DataFrame(
         {
-            "metric": summary["metric"],
+            "metric": [r["metric"] + (mark if r["primary"] else "") for _, r in summary.iterrows()],
             "A mean": summary["a_mean"],
             "B mean": summary["b_mean"],
             "B - A": summary["mean_diff"],
-            "95% interval (seeds)": [_interval(r) for _, r in summary.iterrows()],
-            "p": summary["p_value"],
+            "95% interval": [_interval(r) for _, r in summary.iterrows()],
             "p (Holm)": summary["p_holm"],
+            "verdict": summary["verdict"],
+        }
+    )
+
+
+def planning_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """What the study can detect: margins, TOST, seed figures (spread pooled over gains)."""
+    return pd.DataFrame(
+        {
+            "metric": summary["metric"],
+            "margin": summary["margin"],
+            "90% interval": [_interval(r, "ci90_low", "ci90_high") for _, r in summary.iterrows()],
+            "TOST p": summary["tost_p"],
+            "p": summary["p_value"],
             "seeds A+B": [f"{r.a_seeds}+{r.b_seeds}" for r in summary.itertuples()],
-            "A seed std": summary["a_seed_std"],
-            "B seed std": summary["b_seed_std"],
+            "seed corr": summary["seed_corr"],
             "mde": summary["mde"],
             "seeds needed": [
                 f"{n:.0f}+" if n >= seed_stats.MAX_SEEDS else n for n in summary["seeds_needed"]
             ],
-            "rel. diff of means %": [_relative(r) for _, r in summary.iterrows()],
         }
     )
 
@@ -256,9 +309,6 @@ def spread_notes(summary: pd.DataFrame) -> list[str]:
             f"**Seed spread {first['seed_spread']}**: no interval, p-value, mde or seeds "
             "needed can be given, and the difference cannot be told apart from retraining noise."
         )
-    dbs = [m for m in DB_METRICS if m in set(summary["metric"])]
-    if dbs:
-        notes.append(f"{', '.join(m.upper() for m in dbs)}: {NO_RELATIVE}; read B - A in dB.")
     return notes
 
 
@@ -267,7 +317,8 @@ def write_report(comparison: Comparison, out_dir: Path, figures: list[Path]) -> 
     per-file statistics, robustness, per-seed means, the method, figures."""
     c = comparison
     lines = [f"# Comparison: {', '.join(c.variants[1:])} vs {c.baseline} (baseline A)", ""]
-    lines += ["## Inputs", ""]
+    lines += [f"- {sentence}" for sentence in answers(c)]
+    lines += ["", "## Inputs", ""]
     variants = pd.DataFrame(
         [
             {
@@ -323,29 +374,99 @@ def write_report(comparison: Comparison, out_dir: Path, figures: list[Path]) -> 
         lines += [
             markdown_table(pd.DataFrame([{m: noisy.get(m, float("nan")) for m in c.metrics}]))
         ]
-    for variant in c.variants[1:]:
-        for gain in c.gains:
-            summary = _condition(c.summary, variant, gain)
-            title = f"{variant} (B) vs {c.baseline} (A)" + (
+    for contrast in c.contrasts:
+        for gain in _gains_primary_first(c):
+            summary = _condition(c.summary, contrast, gain)
+            title = f"{contrast[0]} (B) vs {contrast[1]} (A)" + (
                 f", input gain {gain:+g} dB" if len(c.gains) > 1 or gain else ""
             )
             lines += ["", f"## {title}", "", markdown_table(headline_table(summary)), ""]
             lines += [f"- {note}" for note in spread_notes(summary)]
-            lines += ["", "Per file (a file's value is the mean over its variant's seeds):", ""]
-            per_file = summary[list(FILE_COLUMNS)].rename(columns=FILE_COLUMNS)
-            lines += [markdown_table(per_file)]
-            suffix = _suffix(c, variant, gain)
-            for name in ("per_file_diff", "per_file_diff_distribution"):
-                lines += ["", f"![{name}{suffix}]({name}{suffix}.png)"]
+            lines += ["", "Margins, equivalence and planning:", ""]
+            lines += [markdown_table(planning_table(summary))]
     if any(f.name == "robustness.png" for f in figures):
-        lines += ["", "## Robustness to input gain", "", "![robustness](robustness.png)"]
+        lines += ["", "## Robustness to input gain", "", "![robustness](robustness.png)", ""]
+        lines += ["![robustness_means](robustness_means.png)"]
+    if not c.interaction.empty:
+        lines += ["", "## Interaction: does B change how the input level affects quality?", ""]
+        lines += [
+            "Per run, delta = mean at the gain minus mean at the reference gain; diff = B's mean "
+            "delta - A's (interaction.csv).",
+            "",
+            markdown_table(c.interaction.drop(columns=["test"])),
+        ]
     seed_means = c.run_means.assign(gain_db=[f"{g:g}" for g in c.run_means["gain_db"]])
     lines += ["", "## Per-seed means", "", markdown_table(seed_means)]
     lines += [f"\n![{f.stem}]({f.name})" for f in figures if f.stem.startswith("seed_means")]
+    lines += _per_file_appendix(c)
     lines += ["", "## Method", "", *METHOD, "", "## Definitions", "", *DEFINITIONS]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _per_file_appendix(c: Comparison) -> list[str]:
+    """File-level statistics: they describe these trained models, not the variants."""
+    lines = ["", "## Per file (appendix)", ""]
+    lines += [
+        "A file's value is the mean over its variant's seeds. These figures describe these "
+        "particular trained models; they ignore the seed-to-seed spread and are no evidence "
+        "for a difference between the variants."
+    ]
+    for contrast in c.contrasts:
+        for gain in c.gains:
+            summary = _condition(c.summary, contrast, gain)
+            where = f"{contrast[0]} vs {contrast[1]}" + (f", {gain:+g} dB" if gain else "")
+            lines += ["", f"### {where}", ""]
+            lines += [markdown_table(summary[list(FILE_COLUMNS)].rename(columns=FILE_COLUMNS))]
+            suffix = _suffix(c, contrast, gain)
+            for name in ("per_file_diff", "per_file_diff_distribution"):
+                lines += ["", f"![{name}{suffix}]({name}{suffix}.png)"]
+    return lines
+
+
+def answers(c: Comparison) -> list[str]:
+    """One sentence per contrast: the verdict of its primary row (or why there is none)."""
+    rows = c.summary[c.summary["primary"].astype(bool)]
+    if rows.empty:
+        return [f"No answer: the primary endpoint {c.design.primary} is not in this comparison."]
+    return [_answer(c, row) for _, row in rows.iterrows()]
+
+
+def _answer(c: Comparison, row) -> str:
+    unit = row["metric"].upper()
+    where = f"{row['b']} vs {row['a']} at {row['gain_db']:g} dB"
+    seeds = f"{row['a_seeds']}+{row['b_seeds']} seeds"
+    margin = f"±{row['margin']:g} {unit}"
+    ci90 = _interval(row, "ci90_low", "ci90_high")
+    if row["verdict"] == "equivalent":
+        return f"{where}: equivalent within {margin} (90 % interval {ci90}, {seeds})"
+    if row["verdict"] in ("B better", "A better"):
+        winner = row["b"] if row["verdict"] == "B better" else row["a"]
+        return (
+            f"{where}: {winner} better by {abs(row['mean_diff']):.3f} {unit} (95 % interval "
+            f"{_interval(row)}, p (Holm) {_fmt(row['p_holm'])}, {seeds})"
+        )
+    needed = row["seeds_needed"]
+    text = f"{where}: inconclusive at {margin} (90 % interval {ci90}, {seeds})"
+    if not np.isfinite(needed):
+        return text + "; the seed spread is unknown, so no seed count can be planned"
+    if needed >= seed_stats.MAX_SEEDS:
+        return text + f"; even {seed_stats.MAX_SEEDS} seeds per variant would not give 80 % power"
+    have = int(max(row["a_seeds"], row["b_seeds"]))
+    plan = int(max(needed, have + 1))
+    experiments = {r.experiment for r in c.runs}
+    experiment = experiments.pop() if len(experiments) == 1 else None
+    command = (
+        f"dfablate ablate experiment={experiment} 'seed=range(0,{plan})'"
+        if experiment
+        else f"train seeds {have}..{plan - 1} of each variant and compare again"
+    )
+    return (
+        text + f"; {needed:.0f} seeds per variant give 80 % power at a difference of "
+        f"{row['margin']:g} {unit} (run-to-run spread pooled over gains); extend the study "
+        f"with `{command}`"
+    )
 
 
 METHOD = [
@@ -360,10 +481,16 @@ METHOD = [
     "the test suite reject a true zero difference in 5 % of studies at 2, 3, 5 and 10 seeds "
     "(Welch's test, `--unpaired-test welch`, allows unequal spreads but rejects only 2-3 % at "
     "2-3 seeds: its intervals are too wide there). "
-    "`mde` is the smallest |B - A| that test detects with 80 % power at alpha 0.05 given the "
-    "observed per-run spread (noncentral t), `seeds_needed` the seeds per variant needed to "
-    "detect the observed difference with 80 % power, and `p_holm` corrects the p-values for "
-    "testing every metric (Holm). "
+    "Each metric has a margin, the smallest difference of interest (`--margin`): two one-sided "
+    "tests at ±margin (`tost_p`, from the same t distribution) declare the variants "
+    "`equivalent` when the 90 % interval of B - A lies inside (-margin, margin); otherwise the "
+    "verdict is `B better` or `A better` when Holm's p is below 0.05, else `inconclusive` (no "
+    "difference found, and none ruled out). Holm corrects two families: the primary row "
+    "(`--primary`, default pesq@0) across all contrasts, and every other row within its "
+    "contrast. `mde` is the smallest |B - A| the test detects with 80 % power at alpha 0.05, "
+    "and `seeds_needed` the seeds per variant giving 80 % power at a true difference equal to "
+    "the margin (not the observed difference: that would be post-hoc power); both use the "
+    "per-run spread pooled over all gains of the metric (`sd_df` degrees of freedom). "
     "With one seed in a variant the run-to-run spread is unknown and nothing is claimed; the "
     "file-level Wilcoxon p (`wilcoxon_p_files`) describes only these particular trained models.",
     "",
@@ -378,10 +505,12 @@ DEFINITIONS = [
     "- Per-file value of a variant: the mean of that file's score over the variant's seeds; "
     "`diff` = B - A in the metric's unit, `rel_diff_pct` = `100 (B - A) / |A|` (undefined, "
     "left out, where A = 0 and B != 0).",
-    "- The spread behind p, interval, mde and seeds needed is the test's: the std of the "
-    "per-seed differences when paired (often much smaller than either seed std, as both runs "
-    "of a seed share its initial weights and crop order), the pooled seed std for Student's t, "
-    "both seed stds for Welch's. Seeds needed: 1000+ means 1000 or more.",
+    "- The spread behind p, the intervals, TOST and the verdict is the row's own test's: the "
+    "std of the per-seed differences when paired (often much smaller than either seed std, as "
+    "both runs of a seed share its initial weights and crop order; `seed_corr` is the "
+    "correlation of same-seed per-run means), the pooled seed std for Student's t, both seed "
+    "stds for Welch's. mde and seeds needed use that spread pooled over the gains (Welch: "
+    "pooled as Student's). Seeds needed: 1000+ means 1000 or more.",
     f"- SSNR and SI-SDR: {NO_RELATIVE}; their relative columns in summary.csv are empty.",
     "- B better (share): fraction of files with B > A. Wilcoxon p (files): two-sided paired "
     "Wilcoxon signed-rank test of the per-file B - A (scipy); it ignores seed-to-seed spread.",
@@ -389,18 +518,21 @@ DEFINITIONS = [
 
 
 def write_outputs(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
-    """relative_diff.csv, per_file.csv, summary.csv, seed_means.csv, figures and report.md."""
+    """relative_diff.csv, per_file.csv, summary.csv, seed_means.csv, interaction.csv, figures
+    and report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "relative_diff": out_dir / "relative_diff.csv",
         "per_file": out_dir / "per_file.csv",
         "summary": out_dir / "summary.csv",
         "seed_means": out_dir / "seed_means.csv",
+        "interaction": out_dir / "interaction.csv",
     }
     comparison.relative_diff.to_csv(paths["relative_diff"], index=False)
     comparison.per_file.to_csv(paths["per_file"], index=False)
     comparison.summary.to_csv(paths["summary"], index=False)
     comparison.run_means.to_csv(paths["seed_means"], index=False)
+    comparison.interaction.to_csv(paths["interaction"], index=False)
     figures = write_figures(comparison, out_dir)
     paths["report"] = write_report(comparison, out_dir, figures)
     paths.update({f.stem: f for f in figures})
@@ -421,34 +553,30 @@ def print_summary(comparison: Comparison, report: Path | None = None, console=No
 
     console = console or Console()
     c = comparison
-    for variant in c.variants[1:]:
-        for gain in c.gains:
-            summary = _condition(c.summary, variant, gain)
+    for contrast in c.contrasts:
+        for gain in _gains_primary_first(c):
+            summary = _condition(c.summary, contrast, gain)
             first = summary.iloc[0]
             spread = "known" if first["seed_spread"] == "known" else "UNKNOWN"
             table = Table(
                 box=box.SIMPLE_HEAD,
                 pad_edge=False,
-                title=f"{variant} (B) vs {c.baseline} (A)"
+                title=f"{contrast[0]} (B) vs {contrast[1]} (A)"
                 + (f" at {gain:+g} dB input gain" if gain else "")
                 + f": {first['a_seeds']}+{first['b_seeds']} seeds, seed spread {spread}, "
                 f"{_files_compared(summary)}",
                 caption=f"{first['test']} on per-run means"
                 + (" (paired by seed)" if first["paired"] else "")
-                + "; rel %: 100 (B - A) / |A|, none for ssnr, sisdr (a dB scale has no meaningful zero)",
+                + "; * primary endpoint; verdict at each metric's margin",
             )
-            columns = ["metric", "A mean", "B mean", "B - A", "95% interval", "p", "p Holm",
-                       "rel %"]  # fmt: skip
-            for name in columns:
+            headline = headline_table(summary, mark=" *")
+            for name in headline.columns:
                 table.add_column(
-                    name, justify="left" if name == "metric" else "right", no_wrap=True
-                )
-            for _, row in summary.iterrows():
-                table.add_row(
-                    row["metric"], _fmt(row["a_mean"]), _fmt(row["b_mean"]),
-                    _fmt(row["mean_diff"]), _interval(row), _fmt(row["p_value"]),
-                    _fmt(row["p_holm"]), _relative(row),
+                    name, justify="left" if name in ("metric", "verdict") else "right",
+                    no_wrap=True, min_width=len("inconclusive") if name == "verdict" else None,
                 )  # fmt: skip
+            for row in headline.itertuples(index=False):
+                table.add_row(*[_fmt(v) for v in row])
             console.print(table)
             if first["seed_spread"] != "known":
                 console.print(
@@ -456,6 +584,8 @@ def print_summary(comparison: Comparison, report: Path | None = None, console=No
                     "cannot be told apart from retraining with another seed",
                     highlight=False,
                 )
+    for sentence in answers(c):
+        console.print(sentence, highlight=False, soft_wrap=True)
     for run, why in c.missing_runs.items():
         console.print(f"missing run {run}: {why}", highlight=False)
     for name, gains in c.left_out_gains.items():

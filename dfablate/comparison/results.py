@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dfablate.comparison.design import Design
+
 RUN_NAME = re.compile(r"^(?P<norm>[A-Za-z0-9_]+)-seed(?P<seed>\d+)$")
 EVAL_FOLDER = re.compile(r"^(?P<base>.+?)(?:@(?P<gain>[+-]\d+(?:\.\d+)?)dB)?$")
 DB_METRICS = ("ssnr", "sisdr")  # no meaningful zero: no relative differences for these
@@ -42,6 +44,8 @@ class RunMetrics:
     dataset: dict | None = None  # the `dataset` entry of summary.json next to the CSV, if any
     noisy: dict | None = None  # mean scores of the unprocessed input, from summary.json
     experiment: str | None = None  # the training config's `name`, when known
+    scored_at: str | None = None  # summary.json's `scored_at` ("reference"); None: older or bare
+    has_summary: bool = False  # a summary.json lies next to the CSV
 
     @property
     def where(self) -> str:
@@ -64,11 +68,14 @@ class Comparison:
     failed: dict[str, list[str]]  # "label: file" -> metrics with no score (left out per metric)
     relative_diff: pd.DataFrame  # variant, gain_db, file, metric, a, b, diff, rel_diff_pct
     per_file: pd.DataFrame  # variant, gain_db, file, <metric>_a/_b/_diff/_rel_diff_pct
-    summary: pd.DataFrame  # one row per (variant, gain, metric)
+    summary: pd.DataFrame  # one row per (contrast, gain, metric), each contrast's primary first
     run_means: pd.DataFrame  # one row per evaluation: label, variant, seed, gain_db, metrics
     missing_metrics: list[str] = field(default_factory=list)
     missing_runs: dict[str, str] = field(default_factory=dict)  # run -> why it has no scores
     left_out_gains: dict[str, list[float]] = field(default_factory=dict)  # input -> gains
+    contrasts: list[tuple[str, str]] = field(default_factory=list)  # (B, A) pairs compared
+    design: Design = field(default_factory=Design)  # primary, margins, pairing, contrasts
+    interaction: pd.DataFrame = field(default_factory=pd.DataFrame)  # interaction.csv
 
 
 def gain_suffix(gain_db: float) -> str:

@@ -1,6 +1,7 @@
-"""The statistics of a comparison (`compare_runs`): per variant, gain and metric, B - A of the
-per-run means with the seed-aware test of `dfablate.seed_stats`, the file-level Wilcoxon p and
-the per-file tables. What is compared and why: the package docstring of `dfablate.comparison`.
+"""The statistics of a comparison (`compare_runs`): per contrast, gain and metric, B - A of the
+per-run means with the seed-aware test of `dfablate.seed_stats`, TOST at the margin, the verdict
+under Holm's two families, the interaction with input level, the file-level Wilcoxon p and the
+per-file tables. What is compared and why: the package docstring of `dfablate.comparison`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dfablate import seed_stats
+from dfablate.comparison.design import Design, resolve_contrasts
 from dfablate.comparison.loading import describe_identity
 from dfablate.comparison.results import DB_METRICS, Comparison, RunMetrics
 from dfablate.errors import UserError
@@ -68,33 +70,62 @@ def compare_runs(
     runs: list[RunMetrics],
     left_out_gains: dict[str, list[float]] | None = None,
     unpaired: str = "student",
+    design: Design | None = None,
 ) -> Comparison:
-    """Every variant vs the baseline (the first variant), per input gain and metric.
+    """Every contrast B:A of `design` (default: each variant vs the first), per input gain and
+    metric.
 
     Headline: B - A of the variant means with a t-test on per-run means (paired by seed when
-    both variants have the same seeds, else `unpaired`: Student or Welch). Per-file tables: a
-    file's value for a variant is the mean over its seeds.
+    both variants have the same seeds and `design.pairing` allows it, else `unpaired`: Student
+    or Welch), two one-sided tests at the metric's margin and a verdict. Holm corrects the
+    primary row over the contrasts, and every other row within its contrast. Per-file tables:
+    a file's value for a variant is the mean over its seeds.
     """
+    design = design or Design()
     variants = list(dict.fromkeys(r.variant for r in runs))
     if len(variants) < 2:
         raise UserError("compare needs runs of at least two variants")
-    baseline = variants[0]
+    contrasts = resolve_contrasts(design, variants)
     gains = list(dict.fromkeys(r.gain_db for r in runs))
     metrics, missing_metrics = _shared_metrics(runs)
     files, only_in = _shared_files(runs)
     metric_files = _scored_files(runs, gains, metrics, files)
-    long_tables, wide_tables, summary_rows = [], [], []
-    for variant in variants[1:]:
+    primary_found = design.primary_metric in metrics and design.primary_gain_db in gains
+    long_tables, wide_tables, summary_rows, interaction_rows = [], [], [], []
+    for b, a in contrasts:
+        paired = _pairing(runs, a, b, design.pairing)
+        rows = []
         for gain in gains:
             condition = _compare_condition(
-                runs, baseline, variant, gain, metrics, files, metric_files, unpaired
+                runs, a, b, gain, metrics, files, metric_files, unpaired, paired
             )
             long_tables += condition.long_tables
             wide_tables.append(condition.wide)
-            summary_rows += condition.summary_rows
+            rows += condition.summary_rows
+        _plan_at_margins(rows, design)
+        if primary_found:  # the primary row first
+            rows.sort(key=lambda r: not _is_primary(r, design))
+        summary_rows += rows
+        interaction_rows += _interaction_rows(
+            runs, a, b, gains, metrics, metric_files, unpaired, paired, design
+        )
+    summary = pd.DataFrame(summary_rows)
+    summary["primary"] = [primary_found and _is_primary(r, design) for r in summary_rows]
+    _holm_families(summary)
+    summary["verdict"] = seed_stats.verdict(
+        summary["ci90_low"], summary["ci90_high"], summary["margin"], summary["p_holm"],
+        summary["mean_diff"],
+    )  # fmt: skip
+    if not primary_found:
+        warnings.warn(
+            f"the primary endpoint {design.primary} is not in this comparison (metrics: "
+            f"{', '.join(metrics)}; gains: {', '.join(f'{g:g}' for g in gains)} dB): "
+            "no row is primary",
+            stacklevel=2,
+        )
     return Comparison(
         runs=runs,
-        baseline=baseline,
+        baseline=variants[0],
         variants=variants,
         identities={
             v: describe_identity(next(r for r in runs if r.variant == v)) for v in variants
@@ -106,11 +137,121 @@ def compare_runs(
         failed=_failed_files(runs, files, metrics),
         relative_diff=pd.concat(long_tables, ignore_index=True),
         per_file=pd.concat(wide_tables, ignore_index=True),
-        summary=pd.DataFrame(summary_rows)[SUMMARY_COLUMNS],
+        summary=summary[SUMMARY_COLUMNS],
         run_means=_run_means(runs, metrics, metric_files),
         missing_metrics=missing_metrics,
         left_out_gains=left_out_gains or {},
+        contrasts=contrasts,
+        design=design,
+        interaction=pd.DataFrame(interaction_rows, columns=INTERACTION_COLUMNS),
     )
+
+
+def _is_primary(row: dict, design: Design) -> bool:
+    return row["metric"] == design.primary_metric and row["gain_db"] == design.primary_gain_db
+
+
+def _pairing(runs: list[RunMetrics], a: str, b: str, pairing: str) -> bool:
+    """Whether contrast B:A is paired by seed: `auto` when both have the same seeds (at every
+    gain), `paired` requires it, `unpaired` never."""
+    a_seeds = [r.seed for r in runs if r.variant == a]
+    b_seeds = [r.seed for r in runs if r.variant == b]
+    can_pair = is_paired(
+        [r.seed for r in runs if r.variant == a and r.gain_db == runs[0].gain_db],
+        [r.seed for r in runs if r.variant == b and r.gain_db == runs[0].gain_db],
+    ) and sorted(a_seeds, key=str) == sorted(b_seeds, key=str)
+    if pairing == "paired" and not can_pair:
+        raise UserError(
+            f"--pairing paired: {b} and {a} do not have the same seeds (at least 2, all known)"
+        )
+    return can_pair and pairing != "unpaired"
+
+
+def _plan_at_margins(rows: list[dict], design: Design) -> None:
+    """The margin columns of one contrast's rows: TOST at the metric's margin and the 90 %
+    interval from the row's own test; mde and seeds_needed (80 % power at the margin) from the
+    per-run spread pooled over all gains of that metric."""
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        same = [r for r in rows if r["metric"] == metric]
+        tests = [r.pop("_test") for r in same]
+        spread = seed_stats.pooled_spread(tests)
+        margin = design.margin(metric)
+        for row, test in zip(same, tests, strict=True):
+            tost_p, ci90_low, ci90_high = seed_stats.tost(test, margin)
+            row |= {"margin": margin, "tost_p": float(tost_p), "ci90_low": float(ci90_low),
+                    "ci90_high": float(ci90_high)}  # fmt: skip
+            row["mde"] = seed_stats.minimum_detectable_difference(
+                spread, row["a_seeds"], row["b_seeds"]
+            )
+            row["seeds_needed"] = seed_stats.seeds_needed(spread, design.margin(metric))
+            row["sd_df"] = spread.df
+
+
+def _holm_families(summary: pd.DataFrame) -> None:
+    """p_holm: the primary rows of all contrasts form one family; every other row of one
+    contrast forms that contrast's family."""
+    summary["p_holm"] = np.nan
+    primary = summary["primary"].to_numpy(dtype=bool)
+    if primary.any():
+        summary.loc[primary, "p_holm"] = seed_stats.holm(summary.loc[primary, "p_value"])
+    for _, index in summary[~primary].groupby(["b", "a"], sort=False).groups.items():
+        summary.loc[index, "p_holm"] = seed_stats.holm(summary.loc[index, "p_value"])
+
+
+INTERACTION_COLUMNS = [
+    "variant", "metric", "gain_db", "ref_gain_db", "a_delta", "b_delta", "diff", "ci95_low",
+    "ci95_high", "p_value", "test", "a",
+]  # fmt: skip
+
+
+def _interaction_rows(
+    runs: list[RunMetrics],
+    a: str,
+    b: str,
+    gains: list[float],
+    metrics: list[str],
+    metric_files: dict,
+    unpaired: str,
+    paired: bool,
+    design: Design,
+) -> list[dict]:
+    """Does B change how the input level affects quality? Per run, delta = its mean at gain g
+    minus its mean at the reference gain (0 dB when evaluated, else the primary's gain); diff =
+    B's mean delta - A's, with the seed-aware test. No rows with a single gain."""
+    ref = 0.0 if 0.0 in gains else design.primary_gain_db
+    if ref not in gains or len(gains) < 2:
+        return []
+    rows = []
+    for gain in [g for g in gains if g != ref]:
+        for metric in metrics:
+            deltas = {}
+            for variant in (a, b):
+                members = _ordered([r for r in runs if r.variant == variant], paired)
+                by_key = {(r.label, r.gain_db): r for r in members}
+                deltas[variant] = np.array(
+                    [
+                        by_key[r.label, gain].scores.loc[metric_files[gain, metric], metric].mean()
+                        - r.scores.loc[metric_files[ref, metric], metric].mean()
+                        for r in members
+                        if r.gain_db == ref and (r.label, gain) in by_key
+                    ]
+                )
+            test = seed_stats.run_mean_test(deltas[a], deltas[b], paired=paired, unpaired=unpaired)
+            rows.append(
+                {
+                    "variant": b, "metric": metric, "gain_db": gain, "ref_gain_db": ref,
+                    "a_delta": _mean(deltas[a]), "b_delta": _mean(deltas[b]),
+                    "diff": float(test.mean_diff), "ci95_low": float(test.ci95_low),
+                    "ci95_high": float(test.ci95_high), "p_value": float(test.p_value),
+                    "test": test.test, "a": a,
+                }
+            )  # fmt: skip
+    return rows
+
+
+def _ordered(members: list[RunMetrics], paired: bool) -> list[RunMetrics]:
+    """Runs in seed order when paired (same seed order on both sides)."""
+    return sorted(members, key=lambda r: r.seed) if paired else members
 
 
 def _shared_metrics(runs: list[RunMetrics]) -> tuple[list[str], list[str]]:
@@ -193,16 +334,14 @@ def _compare_condition(
     files: list[str],
     metric_files: dict[tuple[float, str], list[str]],
     unpaired: str,
+    paired: bool,
 ) -> _Condition:
     """B - A of every metric at one gain: per file (long and wide tables) and the headline
-    rows with Holm-corrected p-values over the metrics."""
-    a_runs = [r for r in runs if r.variant == baseline and r.gain_db == gain]
-    b_runs = [r for r in runs if r.variant == variant and r.gain_db == gain]
-    paired = is_paired([r.seed for r in a_runs], [r.seed for r in b_runs])
-    if paired:  # same seed order on both sides
-        a_runs = sorted(a_runs, key=lambda r: r.seed)
-        b_runs = sorted(b_runs, key=lambda r: r.seed)
-    wide = pd.DataFrame({"variant": variant, "gain_db": gain, "file": files})
+    rows (p_holm, mde and seeds needed are filled in over the whole comparison)."""
+    a_runs = _ordered([r for r in runs if r.variant == baseline and r.gain_db == gain], paired)
+    b_runs = _ordered([r for r in runs if r.variant == variant and r.gain_db == gain], paired)
+    contrast = f"{variant}:{baseline}"
+    wide = pd.DataFrame({"variant": variant, "gain_db": gain, "file": files, "contrast": contrast})
     long_tables, rows = [], []
     for metric in metrics:
         m_files = metric_files[gain, metric]
@@ -214,7 +353,7 @@ def _compare_condition(
                 {
                     "variant": variant, "gain_db": gain, "file": m_files,
                     "metric": metric, "a": a_file, "b": b_file,
-                    "diff": b_file - a_file, "rel_diff_pct": rel,
+                    "diff": b_file - a_file, "rel_diff_pct": rel, "contrast": contrast,
                 }
             )
         )  # fmt: skip
@@ -230,8 +369,6 @@ def _compare_condition(
             _summary_row(metric, a_seed, b_seed, a_file, b_file, paired, unpaired)
             | {"variant": variant, "gain_db": gain, "a": baseline, "b": variant}
         )
-    for row, p_holm in zip(rows, seed_stats.holm([r["p_value"] for r in rows]), strict=True):
-        row["p_holm"] = float(p_holm)
     return _Condition(long_tables, wide, rows)
 
 
@@ -240,7 +377,8 @@ SUMMARY_COLUMNS = [
     "ci95_high", "p_value", "p_holm", "test", "paired", "seed_spread", "a_seeds", "b_seeds",
     "a_seed_std", "b_seed_std", "mde", "seeds_needed", "rel_diff_of_means_pct", "n_files",
     "wilcoxon_p_files", "a_median", "b_median", "rel_diff_mean_pct", "rel_diff_median_pct",
-    "b_better_share",
+    "b_better_share", "primary", "margin", "tost_p", "ci90_low", "ci90_high", "verdict",
+    "seed_corr", "sd_df",
 ]  # fmt: skip
 
 
@@ -258,8 +396,10 @@ def _summary_row(
     paired: bool,
     unpaired: str,
 ) -> dict:
-    """One summary.csv row: the seed-aware headline, then the per-file statistics."""
+    """One summary.csv row: the seed-aware headline, then the per-file statistics; the test
+    itself rides along (`_test`) until the spread is pooled over gains."""
     test = seed_stats.run_mean_test(a_seed, b_seed, paired=paired, unpaired=unpaired)
+
     relative = metric not in DB_METRICS
     rel = relative_difference_pct(a_file, b_file)
     rel = rel[np.isfinite(rel)]
@@ -280,8 +420,6 @@ def _summary_row(
         "b_seeds": test.n_b,
         "a_seed_std": float(test.a_sd),
         "b_seed_std": float(test.b_sd),
-        "mde": seed_stats.minimum_detectable_difference(test),
-        "seeds_needed": seed_stats.seeds_needed(test),
         "rel_diff_of_means_pct": (
             float(relative_difference_pct([a_mean], [b_mean])[0]) if relative else nan
         ),
@@ -292,7 +430,16 @@ def _summary_row(
         "rel_diff_mean_pct": _mean(rel) if relative else nan,
         "rel_diff_median_pct": _median(rel) if relative else nan,
         "b_better_share": float(np.mean(b_file > a_file)) if len(a_file) else nan,
+        "seed_corr": _correlation(a_seed, b_seed) if paired else nan,
+        "_test": test,
     }
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of same-seed per-run means (NaN with < 3 seeds or no spread)."""
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _mean(x: np.ndarray) -> float:

@@ -10,7 +10,8 @@ from dfablate.comparison.results import Comparison, gain_suffix
 
 WANDB_SUMMARY_KEYS = (
     "a_mean", "b_mean", "mean_diff", "ci95_low", "ci95_high", "p_value", "p_holm", "mde",
-    "seeds_needed", "rel_diff_of_means_pct", "wilcoxon_p_files",
+    "seeds_needed", "rel_diff_of_means_pct", "wilcoxon_p_files", "margin", "tost_p", "ci90_low",
+    "ci90_high",
 )  # fmt: skip
 
 
@@ -82,6 +83,7 @@ def _log_comparison(
             "compare/relative_diff": wandb.Table(dataframe=comparison.relative_diff),
             "compare/seed_means": wandb.Table(dataframe=comparison.run_means),
             PER_FILE_RUNS_KEY: wandb.Table(dataframe=merged_per_file(comparison)),
+            "compare/interaction": wandb.Table(dataframe=comparison.interaction),
         }
         data.update(
             {f"compare/{p.stem}": wandb.Image(str(p)) for p in paths.values() if p.suffix == ".png"}
@@ -94,6 +96,8 @@ def _log_comparison(
             for key in WANDB_SUMMARY_KEYS:
                 run.summary[f"{prefix}/{key}"] = float(row[key])
             run.summary[f"{prefix}/seed_spread_known"] = row["seed_spread"] == "known"
+            run.summary[f"{prefix}/verdict"] = row["verdict"]
+            run.summary[f"{prefix}/primary"] = bool(row["primary"])
         if on_run is not None:
             on_run(run)
     finally:

@@ -4,7 +4,8 @@ Inference runs in the main process and feeds a pool of scoring processes, so enh
 file overlaps with scoring the previous ones and all cores stay busy. Each finished file is
 appended to `metrics.csv` at once (one complete line per write), so an interrupted evaluation
 resumes with the files still missing. The unprocessed noisy input is scored once per test set
-(and input gain) into a cache shared by all runs; it is the "noisy" reference row.
+(unscaled, whatever the input gain) into a cache shared by all runs; it is the "noisy" reference
+row.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ from dfablate.scoring import (
 
 # What produced the results, recorded in summary.json and eval_state.json: results of another
 # version are scored again, never mixed. 1: end padding of delay + hop remainder; 2: fft_size
-# zeros as df.enhance.enhance, and input gains.
-PIPELINE_VERSION = 2
+# zeros as df.enhance.enhance, and input gains; 3: scores at the reference level (the output
+# divided by the input gain, against the unscaled clean file).
+PIPELINE_VERSION = 3
+SCORED_AT = "reference"  # summary.json's `scored_at`: how an input gain is scored
 
 
 def score_file(
@@ -50,19 +53,24 @@ def score_file(
     input_gain_db: float = 0.0,
     metrics: Sequence[str] = METRICS,
 ) -> dict:
-    """One CSV row: the `metrics` of `degraded` (array or file) against the clean file.
+    """One CSV row: the `metrics` of `degraded` (array or file) against the unscaled clean file.
 
-    At an input gain, the clean reference (and `degraded` when it is a file: the noisy input)
-    is scaled by 10^(G/20) first; an array is already the output for the scaled input.
+    Scores are taken at the reference level: an array is the model's output for the input
+    scaled by g = 10^(G/20), and is divided by g before scoring; a file (the unprocessed noisy
+    input) is scored unscaled, so its scores are the same at every gain. The composite
+    measures depend slightly on level (WSS floors band energy, LLR runs in float32), so
+    scoring both signals at the scaled level would move them with G.
 
     As in `dfablate score`, a pair that cannot be scored (unreadable file, no speech for PESQ,
     even an unexpected failure) gives NaN metrics and a one-line reason in `error`, so one bad
     file never stops the evaluation; such rows are tried again when the evaluation resumes.
     """
     try:
-        clean = _at_gain(load_audio(clean_path, sample_rate), input_gain_db)
+        clean = load_audio(clean_path, sample_rate)
         if isinstance(degraded, Path):
-            degraded = _at_gain(load_audio(degraded, sample_rate), input_gain_db)
+            degraded = load_audio(degraded, sample_rate)
+        else:
+            degraded = _at_gain(degraded, -input_gain_db)
         scores = score_pair(clean, degraded, sample_rate, metrics)
     except Exception as exc:  # a bad file must not stop the other files
         return failed_row(name, failure_text(exc)[0], metrics)
@@ -75,21 +83,15 @@ def _at_gain(audio: np.ndarray, input_gain_db: float) -> np.ndarray:
     return (audio * np.float32(gain_factor(input_gain_db))).astype(np.float32)
 
 
-def noisy_cache_path(
-    cache_dir: Path,
-    test_set: TestSet,
-    input_gain_db: float = 0.0,
-    metrics: Sequence[str] = METRICS,
-) -> Path:
-    """Where the noisy input's scores live: keyed by the dataset root, its file list, the input
-    gain and the metric list (0 dB and the default metrics keep the key they had before)."""
+def noisy_cache_path(cache_dir: Path, test_set: TestSet, metrics: Sequence[str] = METRICS) -> Path:
+    """Where the noisy input's scores live: keyed by the dataset root, its file list and the
+    metric list (the default metrics keep the key they had before). The noisy input is scored
+    unscaled, so one entry serves every input gain."""
     text = f"{test_set.root.resolve()}|{test_set.fingerprint}"
-    if input_gain_db != 0:
-        text += f"|{input_gain_db!r}dB"
     if tuple(metrics) != METRICS:
         text += "|" + ",".join(metrics)
     key = hashlib.sha1(text.encode()).hexdigest()
-    name = gain_dir_name(test_set.name, input_gain_db)
+    name = test_set.name
     return cache_dir / f"noisy-{name}-{key[:16]}" / "metrics.csv"
 
 
@@ -142,15 +144,12 @@ class _Scores:
         pool: ProcessPoolExecutor,
         todo: list,
         sample_rate: int,
-        input_gain_db: float,
         limit: int,
     ) -> None:
         """Give the pool noisy inputs from `todo` until `limit` scores are in flight."""
         while todo and len(self.inflight) < limit:
             pair = todo.pop(0)
-            self.submit(
-                pool, "noisy", pair.noisy.name, pair.clean, pair.noisy, sample_rate, input_gain_db
-            )
+            self.submit(pool, "noisy", pair.noisy.name, pair.clean, pair.noisy, sample_rate)
 
     def collect(self, limit: int, on_row) -> None:
         """Wait until at most `limit` scores are in flight, recording each finished one."""
@@ -201,17 +200,15 @@ def evaluate_model(
 
     `identity` describes the model (checkpoint path and hash, norm, seed, ...); results written
     for another model, test set, input gain or pipeline version are discarded rather than mixed
-    with new ones. `input_gain_db` scales the noisy input and the clean reference together.
+    with new ones. `input_gain_db` scales the model's input; its output is divided by the same
+    gain and scored against the unscaled clean reference (`score_file`).
     A metrics.csv of the same model scored with another metric list is refused (UserError).
     """
     MetricsCsv(out_dir / "metrics.csv", metrics).check_metrics()
     out_dir.mkdir(parents=True, exist_ok=True)
     _reset_if_stale(out_dir, identity, test_set, input_gain_db, metrics)
     scores = _resume_scores(
-        out_dir,
-        test_set,
-        noisy_cache_path(noisy_cache_dir, test_set, input_gain_db, metrics),
-        metrics,
+        out_dir, test_set, noisy_cache_path(noisy_cache_dir, test_set, metrics), metrics
     )
     enhanced_dir = out_dir / "enhanced" if save_enhanced else None
     if enhanced_dir is not None:
@@ -268,7 +265,7 @@ def _enhance_and_score(
     """Enhance the files still missing in this process while the pool scores the enhanced and
     noisy files (the noisy ones fill the pool between enhancements)."""
     noisy_todo = [p for p in test_set.pairs if p.noisy.name not in scores.noisy_done]
-    score_noisy = (pool, noisy_todo, sample_rate, input_gain_db)
+    score_noisy = (pool, noisy_todo, sample_rate)
     for pair in [p for p in test_set.pairs if p.noisy.name not in scores.done]:
         name = pair.noisy.name
         try:
@@ -309,6 +306,7 @@ def _write_summary(
         **identity,
         "dataset": test_set.describe(),
         "input_gain_db": float(input_gain_db),
+        "scored_at": SCORED_AT,
         "pipeline_version": PIPELINE_VERSION,
         "n_files": len(rows),
         "n_failed": sum(1 for r in rows if r["error"]),

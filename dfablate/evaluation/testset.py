@@ -1,7 +1,7 @@
 """Test sets and input gains: which pairs an evaluation scores, and where its results go.
 
-`input_gain_db` evaluates at a shifted input level: the noisy input and the clean reference are
-both scaled by 10^(G/20) before enhancement and scoring, and the results go to
+`input_gain_db` evaluates at a shifted input level: the model's input is scaled by 10^(G/20), its
+output is scored at the reference level (`pipeline.score_file`), and the results go to
 `eval/<dataset>@<G>dB` (0 dB: `eval/<dataset>`, as before gains existed).
 """
 

@@ -30,12 +30,15 @@ class ReportPublisher:
     is disabled): writes the spec and, when the run is online, saves the Report, prints its URL
     and records it in report.md and in the run's summary."""
 
-    def __init__(self, comparison, out_dir: Path, *, project: str, command: str, answers=()):
+    def __init__(self, comparison, out_dir: Path, *, project: str, command: str, answers=None):
+        from dfablate.comparison.report import answers as answer_sentences
+
         self.comparison = comparison
         self.out_dir = Path(out_dir)
         self.project = project
         self.command = command
-        self.answers = list(answers)
+        # the headline's sentences: one answer per contrast, as report.md opens
+        self.answers = list(answer_sentences(comparison) if answers is None else answers)
         self.spec_path: Path | None = None
         self.url: str | None = None
 

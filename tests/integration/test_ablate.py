@@ -81,4 +81,21 @@ def test_bad_runs_per_device_is_refused_before_anything_runs(tmp_path, monkeypat
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"ablate.runs_per_device={k}: must be an integer" in err
+
+
+@pytest.mark.parametrize(
+    "setting, named",
+    [("ablate.compare.primary=pesq", "ablate.compare.primary"),
+     ("ablate.compare.margins.pesq=-1", "ablate.compare.margins"),
+     ("ablate.compare.pairing=sometimes", "ablate.compare.pairing"),
+     ("ablate.compare.contrasts=[fixed]", "ablate.compare.contrasts")],
+)  # fmt: skip
+def test_bad_compare_design_is_refused_before_anything_runs(
+    tmp_path, monkeypatch, capsys, setting, named
+):
+    monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
+    args = ["ablate", "data=mini", "logger=none", f"output_root={tmp_path / 'out'}", setting]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and named in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from dfablate.cli import main
 from dfablate.comparison import compare_runs, load_runs, relative_difference_pct, wilcoxon_p
+from dfablate.comparison.design import parse_design
 from dfablate.errors import UserError
 
 FILES = ["f1.wav", "f2.wav", "f3.wav", "f4.wav"]
@@ -44,7 +44,9 @@ def write_run(
     (run_dir / ".hydra" / "config.yaml").write_text(config)
     csv = write_csv(run_dir / "eval" / folder / "metrics.csv", scores, files)
     if gain is not None:
-        (csv.parent / "summary.json").write_text(json.dumps({"input_gain_db": gain}))
+        (csv.parent / "summary.json").write_text(
+            json.dumps({"input_gain_db": gain, "scored_at": "reference"})
+        )
     return run_dir
 
 
@@ -172,27 +174,46 @@ def test_summary_columns_against_scipy_and_statsmodels(tmp_path, paired):
         assert row["a_seeds"] == 3 and row["b_seeds"] == 3 and row["n_files"] == 5
         assert row["a_seed_std"] == pytest.approx(np.std(a, ddof=1))
         assert row["b_seed_std"] == pytest.approx(np.std(b, ddof=1))
-        diff = abs(b.mean() - a.mean())
+        margin = {"pesq": 0.05, "sisdr": 0.3}[metric]  # the default margins
+        assert row["margin"] == margin and bool(row["primary"]) is (metric == "pesq")
         if paired:
             sd = np.std(b - a, ddof=1)
             mde = TTestPower().solve_power(nobs=3, alpha=0.05, power=0.8) * sd
-            needed = TTestPower().solve_power(effect_size=diff / sd, alpha=0.05, power=0.8)
+            needed = TTestPower().solve_power(effect_size=margin / sd, alpha=0.05, power=0.8)
+            lower = stats.ttest_1samp(b - a, -margin, alternative="greater").pvalue
+            upper = stats.ttest_1samp(b - a, margin, alternative="less").pvalue
+            assert row["seed_corr"] == pytest.approx(np.corrcoef(a, b)[0, 1])
+            assert row["sd_df"] == 2
         else:
             sd = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
             mde = TTestIndPower().solve_power(nobs1=3, ratio=1, alpha=0.05, power=0.8) * sd
             needed = TTestIndPower().solve_power(
-                effect_size=diff / sd, nobs1=None, alpha=0.05, power=0.8, ratio=1
+                effect_size=margin / sd, nobs1=None, alpha=0.05, power=0.8, ratio=1
             )
+            lower = stats.ttest_ind(b + margin, a, alternative="greater").pvalue
+            upper = stats.ttest_ind(b - margin, a, alternative="less").pvalue
+            assert np.isnan(row["seed_corr"]) and row["sd_df"] == 4
         assert row["mde"] == pytest.approx(mde, rel=1e-5)
+        # seeds for 80 % power at the margin (not at the observed difference)
         assert row["seeds_needed"] == min(1000, max(2, math.ceil(needed)))
+        assert row["tost_p"] == pytest.approx(max(lower, upper), rel=1e-9)
+        ci90 = ref.confidence_interval(0.90)
+        assert row["ci90_low"] == pytest.approx(ci90.low)
+        assert row["ci90_high"] == pytest.approx(ci90.high)
         # per-file values are seed means; the Wilcoxon test runs over files
         a_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")[metric] for r in runs[:3]], 0)
         b_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")[metric] for r in runs[3:]], 0)
         assert row["wilcoxon_p_files"] == pytest.approx(stats.wilcoxon(b_file - a_file).pvalue)
         assert row["b_better_share"] == pytest.approx(np.mean(b_file > a_file))
-    holm = multipletests([p_values["pesq"], p_values["sisdr"]], method="holm")[1]
-    assert summary.loc["pesq", "p_holm"] == pytest.approx(holm[0])
-    assert summary.loc["sisdr", "p_holm"] == pytest.approx(holm[1])
+    # one contrast: the primary row is a family of one, sisdr the contrast's other family
+    assert summary.loc["pesq", "p_holm"] == pytest.approx(p_values["pesq"])
+    assert summary.loc["sisdr", "p_holm"] == pytest.approx(p_values["sisdr"])
+    for metric, row in summary.iterrows():
+        inside = -row["margin"] < row["ci90_low"] and row["ci90_high"] < row["margin"]
+        better = "B better" if row["mean_diff"] > 0 else "A better"
+        want = "equivalent" if inside else better if row["p_holm"] < 0.05 else "inconclusive"
+        assert row["verdict"] == want, metric
+    assert list(summary.index) == ["pesq", "sisdr"]  # the primary row first
     a, b = per_run_means(runs[:3], "pesq").mean(), per_run_means(runs[3:], "pesq").mean()
     assert summary.loc["pesq", "rel_diff_of_means_pct"] == pytest.approx(100 * (b - a) / a)
     # dB metric: no relative figure anywhere in the summary, and the report says why
@@ -200,7 +221,8 @@ def test_summary_columns_against_scipy_and_statsmodels(tmp_path, paired):
     assert np.isnan(sisdr[["rel_diff_of_means_pct", "rel_diff_mean_pct", "rel_diff_median_pct"]]
                     .astype(float)).all()  # fmt: skip
     report = (out / "report.md").read_text()
-    assert "SISDR: no relative figure on a dB scale (no meaningful zero)" in report
+    assert "SSNR and SI-SDR: no relative figure on a dB scale (no meaningful zero)" in report
+    assert report.splitlines()[2].startswith("- fixed vs original at 0 dB: ")
     # per-file tables: long with diff, wide with every metric
     a_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")["pesq"] for r in runs[:3]], 0)
     b_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")["pesq"] for r in runs[3:]], 0)
@@ -265,7 +287,9 @@ def test_demo_like_cli_headline(tmp_path, capsys):
     assert "3+3 seeds, seed spread known" in printed and "95% interval" in printed
     row = pd.read_csv(out / "summary.csv").set_index("metric").loc["pesq"]
     assert f"[{row['ci95_low']:.3f}, {row['ci95_high']:.3f}]" in printed
-    assert "(dB)" in printed  # sisdr: no relative figure
+    assert "pesq *" in printed and "verdict" in printed and "B better" in printed
+    assert "rel %" not in printed and "Wilcoxon" not in printed  # not in the headline
+    assert "fixed vs original at 0 dB: " in printed  # the answer sentence
 
 
 def test_variants_named_by_what_differs(tmp_path):
@@ -373,10 +397,14 @@ def test_comparison_is_logged_to_wandb_offline(tmp_path):
     summary = pd.read_csv(out / "summary.csv").set_index("metric")
     logged = read_offline_run(out / "wandb")
     assert logged.run["job_type"] == "compare"
-    for key in ("mean_diff", "ci95_low", "ci95_high", "p_value", "mde"):
+    for key in ("mean_diff", "ci95_low", "ci95_high", "p_value", "mde", "tost_p", "ci90_low"):
         logged_value = logged.summary[f"compare/fixed_vs_original/pesq/{key}"]
         assert logged_value == pytest.approx(summary.loc["pesq", key])
     assert logged.summary["compare/fixed_vs_original/pesq/seed_spread_known"] is True
+    assert (
+        logged.summary["compare/fixed_vs_original/pesq/verdict"] == summary.loc["pesq", "verdict"]
+    )
+    assert logged.summary["compare/fixed_vs_original/pesq/primary"] is True
     assert logged.summary["compare/per_file"]["nrows"] == 5
     assert logged.summary["compare/per_file_diff"]["_type"] == "image-file"
 
@@ -513,3 +541,156 @@ def test_a_word_in_a_metrics_csv_is_named_not_taken_for_a_scoring_error(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {b}: pesq of f2.wav is 'abc', not a number"]
     assert not (tmp_path / "o").exists()
+
+
+def _holm_by_hand(p: list[float]) -> list[float]:
+    """Holm's step-down adjustment written out: sort, multiply by (m - rank), running max."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    adjusted, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def gain_study(root: Path) -> list[Path]:
+    """original, fixed and fixed_debiased, seeds 0-2, at 0 and -20 dB, pesq and sisdr."""
+    rng = np.random.default_rng(7)
+    runs = []
+    for k, norm in enumerate(("original", "fixed", "fixed_debiased")):
+        for seed in range(3):
+            run = None
+            for folder, gain in (("mini", 0.0), ("mini@-20dB", -20.0)):
+                noise = rng.normal(0, 0.03, 2)
+                scores = {
+                    "pesq": list(2.0 + 0.04 * k * (1 + (gain < 0)) + noise[0] + 0.01 * seed
+                                 + np.arange(4) * 0.1),
+                    "sisdr": list(5.0 + 0.3 * k + 10 * noise[1] + np.arange(4)),
+                }  # fmt: skip
+                run = write_run(root, norm, seed, scores, folder=folder, gain=gain)
+            runs.append(run)
+    return runs
+
+
+def test_two_holm_families_contrasts_interaction_and_figures(tmp_path, capsys):
+    runs = gain_study(tmp_path)
+    out = tmp_path / "cmp"
+    args = ["compare", *map(str, runs), "--out", str(out), "--wandb", "disabled",
+            "--contrast", "fixed:original", "--contrast", "fixed_debiased:fixed",
+            "--margin", "sisdr=0.5", "--primary", "pesq@0"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(dict.fromkeys(zip(summary["b"], summary["a"], strict=True))) == [
+        ("fixed", "original"), ("fixed_debiased", "fixed")
+    ]  # fmt: skip
+    primary = summary[summary["primary"]]
+    assert len(primary) == 2 and set(primary["metric"]) == {"pesq"}
+    assert set(primary["gain_db"]) == {0.0}
+    # the primary row is the first of its contrast
+    for (_, _), group in summary.groupby(["b", "a"], sort=False):
+        assert bool(group.iloc[0]["primary"]) and not group.iloc[1:]["primary"].any()
+    # family 1: the primary rows across contrasts
+    np.testing.assert_allclose(primary["p_holm"], _holm_by_hand(list(primary["p_value"])))
+    # family 2: every other row of one contrast
+    for _, group in summary[~summary["primary"]].groupby(["b", "a"]):
+        assert len(group) == 3
+        np.testing.assert_allclose(group["p_holm"], _holm_by_hand(list(group["p_value"])))
+    assert (summary.loc[summary["metric"] == "sisdr", "margin"] == 0.5).all()
+    # mde and seeds needed from the per-seed difference SD pooled over both gains
+    means = pd.read_csv(out / "seed_means.csv")
+    diffs = []
+    for gain in (0.0, -20.0):
+        by = {v: means[(means["variant"] == v) & (means["gain_db"] == gain)].sort_values("seed")
+              for v in ("original", "fixed")}  # fmt: skip
+        diffs.append(by["fixed"]["pesq"].to_numpy() - by["original"]["pesq"].to_numpy())
+    pooled = np.sqrt(np.mean([np.var(d, ddof=1) for d in diffs]))
+    row = summary[(summary["b"] == "fixed") & (summary["metric"] == "pesq")].iloc[0]
+    assert row["sd_df"] == 4
+    assert row["mde"] == pytest.approx(
+        TTestPower().solve_power(nobs=3, alpha=0.05, power=0.8) * pooled, rel=1e-5
+    )
+    needed = TTestPower().solve_power(effect_size=0.05 / pooled, alpha=0.05, power=0.8)
+    assert row["seeds_needed"] == min(1000, max(2, math.ceil(needed)))
+    # interaction.csv: per-run deltas against 0 dB, B's mean delta - A's, paired t
+    inter = pd.read_csv(out / "interaction.csv")
+    assert list(inter.columns[:11]) == ["variant", "metric", "gain_db", "ref_gain_db", "a_delta",
+                                        "b_delta", "diff", "ci95_low", "ci95_high", "p_value",
+                                        "test"]  # fmt: skip
+    got = inter[(inter["variant"] == "fixed") & (inter["metric"] == "pesq")].iloc[0]
+    delta = {}
+    for v in ("original", "fixed"):
+        rows = means[means["variant"] == v]
+        at = {g: rows[rows["gain_db"] == g].sort_values("seed")["pesq"].to_numpy()
+              for g in (0.0, -20.0)}  # fmt: skip
+        delta[v] = at[-20.0] - at[0.0]
+    ref = stats.ttest_rel(delta["fixed"], delta["original"])
+    assert got["ref_gain_db"] == 0.0 and got["gain_db"] == -20.0 and got["test"] == "paired t"
+    assert got["diff"] == pytest.approx(delta["fixed"].mean() - delta["original"].mean())
+    assert got["p_value"] == pytest.approx(ref.pvalue)
+    assert got["ci95_low"] == pytest.approx(ref.confidence_interval().low)
+    figures = {p.name for p in out.glob("robustness*.png")}
+    assert figures == {"robustness.png", "robustness_means.png"}
+    assert (out / "per_file_diff_fixed_debiased_vs_fixed@-20dB.png").is_file()
+    report = (out / "report.md").read_text()
+    assert "- fixed vs original at 0 dB: " in report
+    assert "- fixed_debiased vs fixed at 0 dB: " in report
+    assert "## Per file (appendix)" in report
+
+
+def test_design_options_are_checked_in_one_line(tmp_path, capsys):
+    runs = seed_study(tmp_path, b_seeds=(5, 6, 7))
+    for bad, word in ((["--primary", "pesq"], "--primary"), (["--margin", "pesq=-1"], "--margin"),
+                      (["--contrast", "fixed"], "--contrast"),
+                      (["--contrast", "nope:original"], "no variant nope"),
+                      (["--pairing", "paired"], "same seeds")):  # fmt: skip
+        out = tmp_path / "o"
+        assert main(["compare", *map(str, runs), "--out", str(out), *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and word in err, err
+        assert not out.exists()
+    # no primary in the comparison: one warning, no row primary
+    with pytest.warns(UserWarning, match="primary endpoint stoi@0"):
+        comparison = compare_runs(load_runs(runs)[0], design=parse_design("stoi@0"))
+    assert not comparison.summary["primary"].any()
+    # unpaired on request even with the same seeds
+    same = seed_study(tmp_path / "same")
+    unpaired = compare_runs(load_runs(same)[0], design=parse_design(pairing="unpaired"))
+    assert set(unpaired.summary["test"]) == {"Student t"}
+
+
+def test_old_convention_gains_are_refused_in_one_line(tmp_path, capsys):
+    runs = [write_gains(tmp_path, {"mini": 0.0, "mini@-20dB": -20.0}, n, s, 0.0)
+            for n in ("original", "fixed") for s in (0, 1)]  # fmt: skip
+    old = runs[1] / "eval" / "mini@-20dB" / "summary.json"
+    old.write_text(json.dumps({"input_gain_db": -20.0}))  # before pipeline version 3
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "original-seed1@-20dB" in err
+    assert f"dfablate evaluate run={runs[1]} input_gain_db=-20" in err
+    assert not out.exists()
+    # at 0 dB both conventions coincide; a bare CSV is never refused for its convention
+    assert main(["compare", *map(str, runs), "--gain-db", "0", "--out", str(out),
+                 "--wandb", "disabled"]) == 0  # fmt: skip
+
+
+def test_inconclusive_answer_gives_the_seeds_and_the_extend_command(tmp_path, capsys):
+    means = {("original", 0): 2.0, ("original", 1): 2.1, ("fixed", 0): 2.05, ("fixed", 1): 2.1}
+    runs = [
+        write_run(tmp_path, norm, seed, {"pesq": [m - 0.1, m, m + 0.1, m]},
+                  extra="name: norm_ablation\n")
+        for (norm, seed), m in means.items()
+    ]  # fmt: skip
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out), "--wandb", "disabled"]) == 0
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert row["verdict"] == "inconclusive" and bool(row["primary"])
+    needed = int(row["seeds_needed"])
+    sd = np.std([0.05, 0.0], ddof=1)  # per-seed differences
+    assert needed == math.ceil(
+        TTestPower().solve_power(effect_size=0.05 / sd, alpha=0.05, power=0.8)
+    )
+    sentence = (out / "report.md").read_text().splitlines()[2]
+    assert sentence.startswith("- fixed vs original at 0 dB: inconclusive at ±0.05 PESQ")
+    assert f"`dfablate ablate experiment=norm_ablation 'seed=range(0,{needed})'`" in sentence
+    assert f"{needed} seeds per variant" in " ".join(capsys.readouterr().out.split())

@@ -209,17 +209,17 @@ def test_cli_evaluate_at_shifted_input_levels(testset_root, tmp_path, capsys):
             summary["input_gain_db"], float
         )
         assert summary["pipeline_version"] == PIPELINE_VERSION
+        assert summary["scored_at"] == "reference"
         noisy[gain] = pd.read_csv(summary["noisy_metrics_csv"]).set_index("file")
-        assert (
-            folder in Path(summary["noisy_metrics_csv"]).parent.name
-        )  # the cache is keyed by gain
     assert not (run_dir / "eval" / "valentini").exists()
     scored = noisy[10]["pesq"].notna()
     assert scored.sum() == 4
-    # STOI and SI-SDR ignore a common scale: equal across gains; segmental SNR is equal only if
-    # the input and the reference moved together
-    for metric in ("stoi", "sisdr", "ssnr"):
-        np.testing.assert_allclose(noisy[-25][metric][scored], noisy[10][metric][scored], atol=1e-3)
+    # the unprocessed input is scored unscaled: one cache entry, identical scores at every gain
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    metrics = ["pesq", "stoi", "csig", "cbak", "covl", "ssnr", "sisdr"]
+    np.testing.assert_allclose(
+        noisy[-25].loc[scored, metrics], noisy[10].loc[scored, metrics], rtol=0, atol=1e-6
+    )
     # the model saw the shifted input: its output is not a scaled copy of the 0 dB output
     enhanced = {g: pd.read_csv(run_dir / "eval" / f / "metrics.csv") for g, f in folders.items()}
     assert abs(enhanced[-25]["sisdr"].mean() - enhanced[10]["sisdr"].mean()) > 0.01
@@ -251,8 +251,8 @@ def _identity_model(monkeypatch) -> None:
 
 
 def test_input_gains_and_reused_folders(testset_root, tmp_path, monkeypatch):
-    """An identity model at +-10 dB has the SSNR it has at 0 dB (noisy input and clean
-    reference scaled together); one out_dir reused for another gain, or holding a metrics.csv
+    """An identity model at +-10 dB has the SSNR it has at 0 dB (its output divided by the
+    input gain, scored against the unscaled reference); one out_dir reused for another gain, or holding a metrics.csv
     without eval_state.json, is scored again with a warning, never reused."""
     _identity_model(monkeypatch)
     system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
@@ -297,3 +297,21 @@ def test_a_foreign_metrics_csv_in_out_dir_is_left_alone(testset_root, tmp_path):
                        jobs=1, progress=False)  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["metrics.csv"]
     assert (out / "metrics.csv").read_text() == "name,score\nx,1\n"
+
+
+def test_output_at_a_gain_is_scored_at_the_reference_level(data_dir):
+    """The output for the input times g is divided by g and scored against the unscaled clean
+    file: a model that only passes the level through scores as at 0 dB, on every metric."""
+    from dfablate.audio import load_audio
+    from dfablate.evaluation.pipeline import score_file
+    from dfablate.evaluation.testset import gain_factor
+
+    clean, noisy = data_dir / "clean_freesound_33711.wav", data_dir / "noisy_snr0.wav"
+    output = load_audio(noisy, 48000)  # an identity "model" of the 0 dB input
+    at_zero = score_file("x.wav", clean, output, 48000, 0.0)
+    for gain in (-25.0, 10.0):
+        scaled = (output * np.float32(gain_factor(gain))).astype(np.float32)
+        row = score_file("x.wav", clean, scaled, 48000, gain)
+        assert row["error"] == ""
+        for metric in ("pesq", "stoi", "csig", "cbak", "covl", "ssnr", "sisdr"):
+            assert row[metric] == pytest.approx(at_zero[metric], abs=1e-4), (gain, metric)

@@ -23,6 +23,7 @@ from dfablate.features import (
 
 ALPHA = 0.99  # df.utils.get_norm_alpha at the defaults
 CONFIG_NORM_DIR = CONFIG_DIR / "norm"
+DEBIASED = {"original_debiased": 0.5, "fixed_debiased": 1.0}  # name -> exponent of m_t
 
 
 def _libdf_features(audio: np.ndarray, nb_df: int = 96):
@@ -221,14 +222,15 @@ def test_synthesis_inverts_analysis_with_fixed_delay():
 def test_unknown_norm_lists_known_ones():
     with pytest.raises(
         UnknownNormError,
-        match="unknown normalisation 'sqrt'; known: fixed, fixed_warm, none, original, rms",
+        match="unknown normalisation 'sqrt'; known: fixed, fixed_debiased, fixed_warm, none, "
+        "original, original_debiased, rms",
     ):
         DfFeatures(norm="sqrt")
 
 
 def test_every_norm_has_a_config_file_and_back():
     yaml_names = {p.stem for p in CONFIG_NORM_DIR.glob("*.yaml")}
-    assert {"original", "fixed", "fixed_warm", "rms", "none"} <= set(NORMALIZATIONS)
+    assert {"original", "fixed", "fixed_warm", "rms", "none", *DEBIASED} <= set(NORMALIZATIONS)
     assert yaml_names == set(NORMALIZATIONS)
 
 
@@ -246,18 +248,20 @@ def test_feature_std_is_bessel_corrected_over_all_frames():
     assert feature_std([a, b], norm="original").std_real[1:].mean() < 0.3
 
 
-def test_features_cli_writes_csv_and_resamples(tmp_path, capsys, data_dir):
+@pytest.mark.parametrize("norm", ["fixed", *sorted(DEBIASED)])
+def test_features_cli_writes_csv_and_resamples(tmp_path, capsys, data_dir, norm):
     from dfablate.cli import main
 
     out = tmp_path / "std.csv"
     arctic = data_dir / "arctic_a0007.wav"  # 16 kHz: resampled to 48 kHz
-    assert main(["features", str(arctic), "--norm", "fixed", "--csv", str(out)]) == 0
+    assert main(["features", str(arctic), "--norm", norm, "--csv", str(out)]) == 0
     table = np.genfromtxt(out, delimiter=",", names=True)
     assert table.dtype.names == ("bin", "std_real", "std_imag") and len(table) == 96
-    want = feature_std([load_audio(arctic, 48000)], norm="fixed")
+    want = feature_std([load_audio(arctic, 48000)], norm=norm)
     np.testing.assert_allclose(table["std_real"], want.std_real, rtol=1e-6)
+    assert np.isfinite(table["std_real"]).all()
     printed = capsys.readouterr().out
-    assert "norm=fixed" in printed and "95" in printed
+    assert f"norm={norm}" in printed and "95" in printed
 
 
 def test_features_cli_downmixes_stereo_with_warning(tmp_path, capsys):
@@ -297,3 +301,74 @@ def test_erb_widths_port_matches_libdf(sr, fft_size, nb_erb, min_freqs):
         .erb_widths()
     )
     np.testing.assert_array_equal(erb_widths(sr, fft_size, nb_erb, min_freqs), want)
+
+
+# ---------------------------------------------------------------- bias-corrected EMA norms
+
+
+def _loop_debiased(x: np.ndarray, exponent: float) -> np.ndarray:
+    """X / m_t^exponent by the definition, one frame at a time (float64): [T, F] -> [T, F]."""
+    out = np.zeros_like(x)
+    state = np.zeros(x.shape[1])
+    for t in range(x.shape[0]):
+        state = ALPHA * state + (1 - ALPHA) * np.abs(x[t])
+        mean = state / (1 - ALPHA ** (t + 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[t] = np.where(mean > 0, x[t] / mean**exponent, 0)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(DEBIASED))
+def test_debiased_norms_follow_their_definition_and_silence_gives_zeros(name):
+    speech = _speech()[: 48000 * 2]
+    audio = np.concatenate([np.zeros(48000 // 2, np.float32), speech])[None]  # 0.5 s of silence
+    spec = DfFeatures()(torch.from_numpy(audio)).spec[0, 0, :, :96]
+    want = _loop_debiased(_as_complex(spec).astype(np.complex128), DEBIASED[name])
+    got = DfFeatures(norm=name)(torch.from_numpy(audio)).feat_spec[0, 0]
+    assert torch.isfinite(got).all()
+    assert not got[:49].any()  # digital silence gives zeros, not NaN
+    np.testing.assert_allclose(_as_complex(got), want, rtol=2e-4, atol=1e-6)
+    silent = DfFeatures(norm=name)(torch.zeros(2, 48000)).feat_spec
+    assert torch.isfinite(silent).all() and not silent.any()
+
+
+@pytest.mark.parametrize("name", sorted(DEBIASED))
+def test_debiased_norms_scale_as_gain_to_one_minus_exponent(name):
+    """Property over -40..+20 dB: feat_spec(g x) = g^(1 - exponent) feat_spec(x), i.e. fixed_debiased
+    is gain-invariant and original_debiased scales with sqrt(g); 24 random gains in one batch."""
+    rng = np.random.default_rng(16)
+    gains_db = np.concatenate([[-40.0, 20.0], rng.uniform(-40, 20, 22)])
+    audio = torch.from_numpy(_speech()[None, : 48000 * 3])
+    audio = torch.cat([torch.zeros(1, 4800), audio], dim=1)  # starts with digital silence
+    gains = torch.from_numpy(10 ** (gains_db / 20)).float()[:, None]
+    features = DfFeatures(norm=name)
+    reference = features(audio).feat_spec  # [1, 1, T, F, 2]
+    shifted = features(audio * gains).feat_spec  # [G, 1, T, F, 2]
+    scale = (gains.double() ** (1 - DEBIASED[name])).reshape(-1, 1, 1, 1, 1)
+    expected = reference.double() * scale
+    relative = (shifted.double() - expected).flatten(1).norm(dim=1) / expected.flatten(1).norm(
+        dim=1
+    )
+    assert relative.max().item() <= 1e-5, dict(
+        zip(gains_db.round(1), relative.tolist(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DEBIASED))
+def test_debiased_norms_stream_in_chunks_as_the_whole_utterance(name):
+    """One state and one frame counter per stream: chunks of any size give the whole's output."""
+    from dfablate.features import debiased_ema
+
+    spec = DfFeatures()(torch.from_numpy(_speech()[None, : 48000 * 3])).spec[:, 0, :, :96]
+    spec = torch.view_as_complex(spec.contiguous())  # [1, T, F]
+    whole = DfFeatures(norm=name).norm_fn(spec, None, ALPHA)
+    magnitude = spec.abs()
+    chunks, state, seen = [], None, 0
+    for size in (1, 7, 64, 65, 300 - 137):  # 300 frames in uneven chunks
+        mean, state = debiased_ema(magnitude[:, seen : seen + size], ALPHA, state, seen)
+        chunks.append(mean)
+        seen += size
+    assert seen == spec.shape[1]
+    mean = torch.cat(chunks, dim=1)
+    streamed = spec / mean ** DEBIASED[name]
+    torch.testing.assert_close(streamed, whole, rtol=1e-5, atol=1e-7)

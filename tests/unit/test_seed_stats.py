@@ -10,11 +10,15 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from dfablate.seed_stats import (
+    Spread,
     holm,
     minimum_detectable_difference,
+    pooled_spread,
     run_mean_test,
     seeds_needed,
     t_power,
+    tost,
+    verdict,
 )
 
 STUDIES = 10_000
@@ -87,40 +91,100 @@ def test_against_scipy_and_statsmodels():
         assert float(test.ci95_low) == pytest.approx(interval.low, rel=1e-12)
         assert float(test.ci95_high) == pytest.approx(interval.high, rel=1e-12)
     diff = b.mean() - a.mean()  # 0.2
-    paired = run_mean_test(a, b, paired=True)
+    paired = pooled_spread([run_mean_test(a, b, paired=True)])
     sd_diff = np.std(b - a, ddof=1)
-    assert minimum_detectable_difference(paired) == pytest.approx(
+    assert paired.sd == pytest.approx(sd_diff) and paired.df == 3 and paired.paired
+    assert minimum_detectable_difference(paired, 4, 4) == pytest.approx(
         TTestPower().solve_power(nobs=4, alpha=0.05, power=0.8) * sd_diff, rel=1e-6
     )
     needed = TTestPower().solve_power(effect_size=diff / sd_diff, alpha=0.05, power=0.8)
-    assert seeds_needed(paired) == np.ceil(needed) == 5
-    student = run_mean_test(a, b, paired=False)
+    assert seeds_needed(paired, diff) == np.ceil(needed) == 5
+    student = pooled_spread([run_mean_test(a, b, paired=False)])
     pooled = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
-    assert minimum_detectable_difference(student) == pytest.approx(
+    assert student.sd == pytest.approx(pooled) and student.df == 6
+    assert minimum_detectable_difference(student, 4, 4) == pytest.approx(
         TTestIndPower().solve_power(nobs1=4, ratio=1, alpha=0.05, power=0.8) * pooled, rel=1e-6
     )
     needed = TTestIndPower().solve_power(
         effect_size=diff / pooled, nobs1=None, alpha=0.05, power=0.8, ratio=1
     )
-    assert seeds_needed(student) == np.ceil(needed) == 8
-    welch = run_mean_test(a, b, paired=False, unpaired="welch")
-    # Welch power by hand: noncentral t with Welch's degrees of freedom
-    nc = float(minimum_detectable_difference(welch) / welch.se)
-    crit = stats.t.isf(0.025, welch.df)
-    by_hand = stats.nct.sf(crit, welch.df, nc) + stats.nct.cdf(-crit, welch.df, nc)
-    assert by_hand == pytest.approx(0.8, abs=1e-6)
+    assert seeds_needed(student, diff) == np.ceil(needed) == 8
     assert t_power(0.0, 5.0) == pytest.approx(0.05)
+
+
+def test_pooled_spread_weights_variances_by_their_df():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 1, (3, 5)), rng.normal(0, 1, (3, 5))
+    tests = [run_mean_test(a[g], b[g], paired=True) for g in range(3)]
+    spread = pooled_spread(tests)
+    assert spread.df == 12
+    assert spread.sd == pytest.approx(
+        np.sqrt(np.mean([np.var(b[g] - a[g], ddof=1) for g in range(3)]))
+    )
+
+
+def test_tost_against_scipy_one_sided_t():
+    a = np.array([2.10, 2.05, 2.20, 2.12, 2.08])
+    b = np.array([2.11, 2.09, 2.19, 2.15, 2.10])
+    for margin in (0.01, 0.05, 0.2):
+        p, low, high = tost(run_mean_test(a, b, paired=True), margin)
+        lower = stats.ttest_1samp(b - a, -margin, alternative="greater").pvalue
+        upper = stats.ttest_1samp(b - a, margin, alternative="less").pvalue
+        assert float(p) == pytest.approx(max(lower, upper), rel=1e-10)
+        ci90 = stats.ttest_rel(b, a).confidence_interval(0.90)
+        assert (float(low), float(high)) == pytest.approx((ci90.low, ci90.high))
+        # p < 0.05 exactly when the 90 % interval lies inside the margin
+        assert (float(p) < 0.05) == (-margin < float(low) and float(high) < margin)
+
+
+def test_verdict_precedence():
+    got = verdict(
+        ci90_low=[-0.01, 0.02, -0.2, -0.2, np.nan, 0.01],
+        ci90_high=[0.02, 0.2, -0.06, 0.1, np.nan, 0.04],
+        margin=[0.05, 0.05, 0.05, 0.05, 0.05, np.nan],
+        p_holm=[0.001, 0.01, 0.01, 0.3, np.nan, 0.01],
+        mean_diff=[0.005, 0.1, -0.1, -0.05, 0.1, 0.02],
+    )
+    assert list(got) == ["equivalent", "B better", "A better", "inconclusive", "inconclusive",
+                         "B better"]  # fmt: skip
+
+
+def _verdicts(rng, seeds: int, effect: float, margin: float, run_sd: float) -> np.ndarray:
+    """The verdict of STUDIES paired studies in one call (one contrast: p_holm = p)."""
+    a = rng.normal(2.5, run_sd, (STUDIES, seeds))
+    b = a + effect + rng.normal(0, run_sd, (STUDIES, seeds))
+    test = run_mean_test(a, b, paired=True)
+    p, low, high = tost(test, margin)
+    return verdict(low, high, margin, test.p_value, test.mean_diff)
+
+
+def test_verdict_operating_characteristics():
+    """At a true difference equal to the margin, `equivalent` in at most 5 % of studies; at no
+    difference with a small spread, in at least 80 %; at a large difference `B better` in at
+    least 80 %."""
+    rng = np.random.default_rng(514)
+    margin, mc_error = 0.05, 3 * np.sqrt(0.05 * 0.95 / STUDIES)
+    for seeds in (3, 5, 10):
+        at_margin = _verdicts(rng, seeds, margin, margin, 0.03)
+        assert (at_margin == "equivalent").mean() <= 0.05 + mc_error, seeds
+        at_minus_margin = _verdicts(rng, seeds, -margin, margin, 0.03)
+        assert (at_minus_margin == "equivalent").mean() <= 0.05 + mc_error, seeds
+    none = _verdicts(rng, 5, 0.0, margin, 0.01)
+    assert (none == "equivalent").mean() >= 0.8
+    large = _verdicts(rng, 5, 0.15, margin, 0.03)
+    assert (large == "B better").mean() >= 0.8
 
 
 def test_unknown_spread_and_caps():
     one = run_mean_test(np.array([2.0]), np.array([2.1, 2.2]), paired=False)
     assert np.isnan([one.ci95_low, one.ci95_high, one.p_value, one.se]).all()
-    assert np.isnan(minimum_detectable_difference(one)) and np.isnan(seeds_needed(one))
+    unknown = Spread(float("nan"), 0.0, False)
+    assert np.isnan(minimum_detectable_difference(unknown, 1, 2))
+    assert np.isnan(seeds_needed(unknown, 0.05))
     assert float(one.mean_diff) == pytest.approx(0.15)
-    tiny = run_mean_test(np.array([2.0, 2.2]), np.array([2.0001, 2.2001]), paired=False)
-    assert seeds_needed(tiny) == 1000  # capped
-    same = run_mean_test(np.array([2.0, 2.2]), np.array([2.0, 2.2]), paired=False)
-    assert np.isnan(seeds_needed(same))  # no difference to detect
+    assert pooled_spread([run_mean_test(np.array([2.0, 2.0]), np.array([2.1, 2.1]), False)]).df == 0
+    assert seeds_needed(Spread(10.0, 4, False), 1e-4) == 1000  # capped
+    assert np.isnan(seeds_needed(Spread(0.1, 4, True), 0.0))  # no difference to plan for
 
 
 def test_holm_against_statsmodels():
