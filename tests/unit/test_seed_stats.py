@@ -206,25 +206,33 @@ def test_identical_runs_have_no_spread_not_p_zero(paired):
     assert test.mean_diff == 1.0
     for value in (test.se, test.ci95_low, test.ci95_high, test.p_value):
         assert np.isnan(value)
-    assert np.isnan(minimum_detectable_difference(test)) and np.isnan(seeds_needed(test))
+    spread = pooled_spread([test])  # zero spread is no spread: nothing to plan with
+    assert np.isnan(spread.sd) and spread.df == 0
+    assert np.isnan(minimum_detectable_difference(spread, 3, 3))
+    assert np.isnan(seeds_needed(spread, 0.05))
     assert seed_spread_status(test) == "unknown: the runs of both variants score identically"
 
 
-def _welch_power_by_hand(diff: float, sd_a: float, sd_b: float, k: int) -> float:
-    """Two-sided Welch power at k seeds per variant from scipy's noncentral t."""
-    var = (sd_a**2 + sd_b**2) / k
-    df = (var**2) / ((sd_a**2 / k) ** 2 / (k - 1) + (sd_b**2 / k) ** 2 / (k - 1))
+def _student_power_by_hand(diff: float, sd: float, k: int) -> float:
+    """Two-sided two-sample Student power at k seeds per variant from scipy's noncentral t."""
+    df = 2 * k - 2
     crit = stats.t.isf(0.025, df)
-    nc = diff / np.sqrt(var)
+    nc = diff / (sd * np.sqrt(2 / k))
     return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
 
 
-def test_welch_seeds_needed_against_scipy_nct():
+@pytest.mark.parametrize("unpaired", ["welch", "student"])
+def test_unpaired_seeds_needed_against_scipy_nct(unpaired):
+    """Unpaired studies plan with the pooled per-run SD (the Welch or Student test of the pilot
+    only supplies the spread): pinned to a hand-computed noncentral-t power."""
     a = np.array([2.00, 2.05, 1.96])
     b = np.array([2.10, 2.30, 2.02])
-    test = run_mean_test(a, b, paired=False, unpaired="welch")
-    diff, sd_a, sd_b = float(test.mean_diff), a.std(ddof=1), b.std(ddof=1)
-    powers = {k: _welch_power_by_hand(diff, sd_a, sd_b, k) for k in range(2, 60)}
+    test = run_mean_test(a, b, paired=False, unpaired=unpaired)
+    spread = pooled_spread([test])
+    sd = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    assert spread.sd == pytest.approx(sd) and spread.df == 4 and not spread.paired
+    margin = 0.05
+    powers = {k: _student_power_by_hand(margin, sd, k) for k in range(2, 200)}
     expected = min(k for k, p in powers.items() if p >= 0.8)
-    assert seeds_needed(test) == expected
+    assert seeds_needed(spread, margin) == expected
     assert powers[expected - 1] < 0.8 <= powers[expected]
