@@ -21,7 +21,7 @@ HIDDEN_TOP_KEYS = ("hydra",)  # Hydra's own settings: see `dfablate train --cfg 
 # the one Hydra group a user picks, for the config that runs jobs (sweeps, SLURM)
 LISTED_HYDRA_GROUPS = {"train": ("hydra/launcher",)}
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<rest>.*)$")
-VALUE_COLUMN = 42  # comments start here (later after a longer key=value)
+VALUE_COLUMN = 40  # comments start after here (two spaces after a longer key=value)
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def format_listing(listing: Listing) -> str:
     for option in listing.options:
         setting = f"  {option.key}={option.default}"
         if option.comment:
-            setting = f"{setting:<{VALUE_COLUMN}} {option.comment}"
+            setting = f"{setting:<{VALUE_COLUMN}}  {option.comment}"
         lines.append(setting.rstrip())
     return "\n".join(lines)
 
