@@ -17,9 +17,9 @@ from dfablate.losses import (
     Istft,
     MultiResSpecLoss,
     SpectralLoss,
-    _angle,
     local_snr_target,
     local_snr_window,
+    unit_phase,
 )
 
 SR, FFT, HOP = 48000, 960, 480
@@ -180,14 +180,48 @@ def test_spectral_loss_equals_upstream(pair, upstream_loss_module):
 
 
 @requires_reference
-def test_angle_gradient_equals_upstream_angle():
-    """The loss's zero-safe angle has `df.utils.angle`'s gradient, zero magnitude included."""
-    x = torch.complex(torch.randn(64), torch.randn(64))
-    x[:4] = 0
-    grads = []
-    for angle in (_angle, import_df_module("utils").angle.apply):
+def test_unit_phase_equals_exp_of_upstream_angle():
+    """Y / |Y| has the values and gradients of `exp(1j * df.utils.angle(Y))`: at zero magnitude
+    (+-1 by the sign of the zero real part, as atan2 gives, and gradient 0), below DFN's 1e-5 gradient clamp and at ordinary magnitudes."""
+    upstream_angle = import_df_module("utils").angle.apply
+    torch.manual_seed(0)
+    x = torch.complex(torch.randn(96, dtype=torch.float64), torch.randn(96, dtype=torch.float64))
+    x[:4] = torch.complex(torch.tensor([0.0, -0.0, 0.0, -0.0]), torch.tensor([0.0, 0, -0.0, -0.0]))
+    x[4:12] *= 1e-7  # |x| < 1e-5: DFN's angle gradient divides by 1e-10 there, not |x|^2
+    weights = torch.complex(
+        torch.randn(96, dtype=torch.float64), torch.randn(96, dtype=torch.float64)
+    )
+    outputs, grads = [], []
+    for phase in (unit_phase, lambda z: torch.exp(1j * upstream_angle(z))):
         z = x.clone().requires_grad_()
-        angle(z).mul(torch.linspace(-1, 1, 64)).sum().backward()
+        out = phase(z)
+        torch.view_as_real(out * weights).sum().backward()
+        outputs.append(out.detach())
         grads.append(z.grad)
     assert torch.isfinite(grads[0]).all()
-    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+    assert outputs[0][:4].tolist() == [1, -1, 1, -1] and (grads[0][:4] == 0).all()
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=0)
+
+
+@requires_reference
+def test_trig_free_multi_res_loss_and_gradients_equal_upstream(pair, upstream_loss_module):
+    """MultiResSpecLoss and its gradient w.r.t. the enhanced signal equal df.loss's to 1e-6
+    relative, with a silent stretch (zero-magnitude bins) in the target."""
+    clean, noisy = pair
+    clean_t = torch.from_numpy(clean.copy())[None]
+    clean_t[:, : SR // 4] = 0
+    enhanced = torch.from_numpy(0.7 * clean + 0.3 * noisy)[None].float()
+    sizes = [256, 512, 1024, 2048]
+    ours = MultiResSpecLoss(sizes, gamma=0.3, factor=500, factor_complex=500)
+    upstream = upstream_loss_module.MultiResSpecLoss(sizes, gamma=0.3, factor=500, f_complex=500)
+    values, grads = [], []
+    for loss in (ours, upstream):
+        y = enhanced.clone().requires_grad_()
+        value = loss(y, clean_t)
+        value.backward()
+        values.append(value.item())
+        grads.append(y.grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    assert torch.isfinite(grads[0]).all()
+    assert (grads[0] - grads[1]).abs().max() <= 1e-6 * grads[1].abs().max()
