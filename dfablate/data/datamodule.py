@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dfablate.audio import MAX_GAIN_DB, is_gain_db, load_audio
-from dfablate.data.mini import ensure_mini
+from dfablate.data.mini import ensure_mini, mini_root
 from dfablate.data.valentini import (
     Pair,
     check_pairs,
@@ -278,7 +278,12 @@ def _batch_size_schedule(schedule) -> dict[int, int] | None:
 
 
 def mini_datamodule(
-    cache_dir: str | Path | None = None, mini_seed: int = 0, **options
+    root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    mini_seed: int = 0,
+    **options,
 ) -> ValentiniDataModule:
-    """The data module on the mini corpus, built into `cache_dir` on first use (for data=mini)."""
-    return ValentiniDataModule(ensure_mini(cache_dir, mini_seed), **options)
+    """The data module on the mini corpus (for data=mini): the one built by `make-mini --out
+    root`, else the one of `mini_seed` in `cache_dir`, built there on first use."""
+    corpus = mini_root(root) if root is not None else ensure_mini(cache_dir, mini_seed)
+    return ValentiniDataModule(corpus, **options)

@@ -31,6 +31,7 @@ from dfablate.config import CONFIG_SEARCH_PATH, as_user_error, compose_config, o
 from dfablate.errors import Interrupted, UserError
 
 log = logging.getLogger(__name__)
+MINI_DATAMODULE = "dfablate.data.mini_datamodule"  # data=mini: data.root must be a built corpus
 
 _cli_pid: int | None = None  # the process that runs `dfablate train`
 _cli_argv0: str | None = None
@@ -186,6 +187,7 @@ def _integer(cfg, key: str) -> int | None:
 def check_run(cfg, run_dir: Path) -> RunStart:
     """Every refusal `train` can make before it writes anything: bad values, a run directory
     that already holds a run, a checkpoint that is unreadable or of another model."""
+    from dfablate.data.mini import mini_root
     from dfablate.features import get_norm, register_norm_function
     from dfablate.training.checkpoints import (
         IDENTITY_KEY,
@@ -204,6 +206,8 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     if cfg.norm.get("function"):
         register_norm_function(cfg.norm.name, cfg.norm.function)
     get_norm(cfg.norm.name)
+    if cfg.data.get("_target_") == MINI_DATAMODULE and cfg.data.get("root") is not None:
+        mini_root(cfg.data.root)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     identity = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
     last = run_dir / "checkpoints" / "last.ckpt"
