@@ -125,8 +125,7 @@ def _composition(config_name: str, overrides: list[str]) -> tuple[list[Group], l
                     chosen,
                 )
                 for name, chosen in defaults.overrides.known_choices.items()
-                if not name.startswith("hydra/")
-                or name in LISTED_HYDRA_GROUPS.get(config_name, ())
+                if not name.startswith("hydra/") or name in LISTED_HYDRA_GROUPS.get(config_name, ())
             ]
     except HydraException as exc:
         raise as_user_error(exc) from exc
@@ -159,8 +158,7 @@ def config_listing(config_name: str, overrides: list[str]) -> Listing:
     for key in HIDDEN_TOP_KEYS:
         tree.pop(key, None)
     options = [
-        Option(key, format_value(value), comments.get(key, ""))
-        for key, value in leaf_options(tree)
+        Option(key, format_value(value), comments.get(key, "")) for key, value in leaf_options(tree)
     ]
     return Listing(groups, options)
 
