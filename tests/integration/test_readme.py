@@ -130,7 +130,7 @@ def test_the_readme_commands_run_from_another_folder(tmp_path, installed_package
     script = bin_dir / "dfablate"
     script.write_text(
         f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(installed_package)!r})\n"
-        "from dfablate.cli import main\nsys.exit(main())\n"
+        "from dfablate.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
     )
     script.chmod(0o755)
     env = {
