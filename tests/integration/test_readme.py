@@ -160,7 +160,7 @@ def test_the_readme_commands_run_from_another_folder(tmp_path, installed_package
         .read_text()
     )  # fmt: skip
     assert summary["n_files"] == 20 and summary["n_failed"] == 0
-    assert Path(summary["dataset"]["root"]).resolve() == (work / "mini").resolve()
+    assert (work / summary["dataset"]["root"]).resolve() == (work / "mini").resolve()
     assert (work / "noisy.csv").is_file() and (
         work / "outputs" / "default" / "fast-seed43"
     ).is_dir()
