@@ -74,7 +74,15 @@ def load_test_set(
 
     from dfablate.data.valentini import evenly_spread, find_pairs
 
-    datamodule = instantiate(data_cfg)
+    from dfablate.config import user_error_cause
+
+    try:
+        datamodule = instantiate(data_cfg)
+    except Exception as exc:  # Hydra wraps a data module's refusal (e.g. data.root)
+        refusal = user_error_cause(exc)
+        if refusal is None:
+            raise
+        raise refusal from exc
     pairs = find_pairs(datamodule.root, split)
     if split != "test":
         name = f"{name}-{split}"

@@ -64,7 +64,8 @@ CASES = {
     "compare-out-proc": (["compare", "{a}", "{b}", "--out", "/proc/x"], "--out /proc/x: cannot write"),
     "evaluate-max-files": (["evaluate", "run={run}", "max_files=abc"], "max_files=abc: must be an integer"),
     "evaluate-unknown-key": (["evaluate", "run={run}", "+norm=original"], "+norm=original: evaluate has no option 'norm'"),
-    "evaluate-data-root-not-in-run-data": (["evaluate", "run={run}", "data.root=/nonexistent"], "data.root=/nonexistent: the data this run trained on (mini) has no data.root"),
+    "evaluate-data-key-not-in-run-data": (["evaluate", "run={run}", "+data.root_dir=/nonexistent"], "+data.root_dir=/nonexistent: the data this run trained on (mini) has no data.root_dir"),
+    "evaluate-mini-root-not-a-corpus": (["evaluate", "run={run}", "data.root=/nonexistent"], "data.root=/nonexistent: not a mini corpus (no mini.json)"),
     "evaluate-expect-norm": (["evaluate", "run={run}", "expect_norm=bogus"], "expect_norm=bogus: unknown normalisation 'bogus'"),
     "evaluate-device": (["evaluate", "run={run}", "device=cuda"], "device=cuda: CUDA is not available here"),
 }  # fmt: skip
