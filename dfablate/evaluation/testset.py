@@ -72,9 +72,8 @@ def load_test_set(
     with `max_files`, an evenly spread subset of that many (for smoke runs)."""
     from hydra.utils import instantiate
 
-    from dfablate.data.valentini import evenly_spread, find_pairs
-
     from dfablate.config import user_error_cause
+    from dfablate.data.valentini import evenly_spread, find_pairs
 
     try:
         datamodule = instantiate(data_cfg)
