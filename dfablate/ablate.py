@@ -26,6 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
@@ -140,23 +141,19 @@ def _sweep_values(cfg, key: str, sweeps: dict[str, list[str]]) -> list[str]:
     return [str(v) for v in override.sweep_string_iterator()]
 
 
-def plan(overrides: list[str]) -> Plan:
-    """Compose the training config of the experiment and list its variant x seed jobs."""
+def ablation_config(overrides: list[str]) -> tuple[Any, Any, list[str], dict[str, list[str]]]:
+    """(the experiment's training config, its `ablate.*` settings, the training overrides, the
+    norm/seed sweeps given on the line) for `dfablate ablate` arguments (default experiment:
+    demo). The settings are configs/ablate.yaml merged with the experiment's `ablate:` section
+    and the ablate.* overrides."""
     from omegaconf import OmegaConf
 
     from dfablate.config import compose_config, config_file
-    from dfablate.evaluation import load_test_set
-    from dfablate.evaluation.command import check_metrics_option
 
     ablate_overrides, train_overrides, sweeps = _split_overrides(overrides)
     if not any(o.split("=", 1)[0] == "experiment" for o in train_overrides):
         train_overrides.insert(0, "experiment=demo")
     cfg = compose_config("train", train_overrides)
-    extra = set((cfg.hydra.sweeper.get("params") or {}).keys()) - set(SWEEP_KEYS)
-    if extra:
-        raise UserError(
-            f"the experiment sweeps {', '.join(sorted(extra))}: ablate sweeps only norm and seed"
-        )
     settings = OmegaConf.load(config_file("ablate.yaml"))
     if cfg.get("ablate") is not None:
         section = OmegaConf.to_container(cfg.ablate)
@@ -168,6 +165,21 @@ def plan(overrides: list[str]) -> Plan:
     if ablate_overrides:
         settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(ablate_overrides))
     check_ablate_settings(settings)
+    return cfg, settings, train_overrides, sweeps
+
+
+def plan(overrides: list[str]) -> Plan:
+    """Compose the training config of the experiment and list its variant x seed jobs."""
+    from dfablate.config import compose_config
+    from dfablate.evaluation import load_test_set
+    from dfablate.evaluation.command import check_metrics_option
+
+    cfg, settings, train_overrides, sweeps = ablation_config(overrides)
+    extra = set((cfg.hydra.sweeper.get("params") or {}).keys()) - set(SWEEP_KEYS)
+    if extra:
+        raise UserError(
+            f"the experiment sweeps {', '.join(sorted(extra))}: ablate sweeps only norm and seed"
+        )
     train_wandb = (cfg.get("logger") or {}).get("wandb")
     if settings.wandb.mode is None:  # follow the training logger: no W&B there, none here
         settings.wandb.mode = train_wandb.get("mode", "auto") if train_wandb else "disabled"

@@ -17,6 +17,7 @@ from dfablate.errors import UserError
 CONFIG_PACKAGE = "dfablate.configs"
 CONFIG_SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
 CONFIG_DIR_OPTIONS = ("--config-dir", "-cd")
+SEARCH_PATH_HEADING = "Config search path:"
 
 
 def config_file(name: str) -> Path:
@@ -39,10 +40,16 @@ def user_error_cause(exc: BaseException) -> UserError | None:
     return None
 
 
+def without_search_path(message: str) -> str:
+    """Hydra's message about a config it cannot find, without the search path it appends (a
+    long list of providers; `-v` shows the whole error with its traceback)."""
+    return message.split(SEARCH_PATH_HEADING, 1)[0].rstrip()
+
+
 def as_user_error(exc: BaseException) -> UserError:
     """A Hydra or OmegaConf error as a one-line UserError (its UserError cause if it has one)."""
     cause = user_error_cause(exc)
-    return UserError(one_line(cause if cause is not None else exc))
+    return UserError(without_search_path(one_line(cause if cause is not None else exc)))
 
 
 def config_dir_overrides(arguments: list[str]) -> list[str]:

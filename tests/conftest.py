@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +116,33 @@ def short_run(tmp_path_factory, mini_cache) -> TrainedRun:
     torch.set_num_threads(threads)
     run_dir = Path(args[-1].split("=", 1)[1]) / "default" / "original-seed43"
     return TrainedRun(args, run_dir, printed.getvalue())
+
+
+@pytest.fixture(scope="session")
+def installed_package(tmp_path_factory) -> Path:
+    """A wheel built from (a copy of) the checkout, installed into a folder of its own (put it
+    on PYTHONPATH to use it): dfablate as `pip install .` gives it, without the checkout.
+
+    The build runs isolated (pip fetches setuptools>=77 as for `make install`: the reference
+    extra pins packaging<24, too old for it); installing the wheel downloads nothing."""
+    base = tmp_path_factory.mktemp("installed")
+    source = base / "source"  # a clean copy: the build writes build/ and *.egg-info there
+    shutil.copytree(
+        ROOT / "dfablate", source / "dfablate", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    wheels = base / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
+        check=True,
+        cwd=base,
+    )
+    (wheel,) = wheels.glob("dfablate-*.whl")
+    target = base / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+         str(wheel)],
+        check=True, cwd=base,
+    )  # fmt: skip
+    return target

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dfablate.cli.help import add_help_option, print_help
+
 EPILOG = """\
 examples:
   dfablate ablate experiment=demo                         # mini corpus, tiny model, CPU (make demo)
@@ -25,11 +27,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="The whole ablation in one command; resumes where it stopped.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
     )
+    add_help_option(parser)
     parser.set_defaults(handler=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.help:
+        return print_help(args, "ablate")
     from dfablate.ablate import run_ablation
 
     return run_ablation(args.overrides)

@@ -96,7 +96,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_make_mini(args: argparse.Namespace) -> int:
     import json
 
-    from dfablate.data.mini import MARKER, make_mini
+    from dfablate.data.mini import MARKER, example_pair, make_mini
     from dfablate.errors import UserError
     from dfablate.paths import check_output_dir
 
@@ -105,7 +105,10 @@ def run_make_mini(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     root = make_mini(args.out, args.seed)
     pairs = json.loads((root / MARKER).read_text())["pairs"]
+    clean, noisy = example_pair(root)
     print(
-        f"{root}: mini corpus, seed {args.seed}: {pairs['train']} train pairs, {pairs['test']} test pairs"
+        f"{root}: mini corpus, seed {args.seed}: {pairs['train']} train pairs, {pairs['test']} test pairs\n"
+        f"train on it with: dfablate train data=mini data.root={root} ...\n"
+        f"a clean/noisy test pair to try score and features on:\n  clean: {clean}\n  noisy: {noisy}"
     )
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dfablate.cli.help import add_help_option, print_help
+
 EPILOG = """\
 examples:
   dfablate evaluate run=outputs/demo/fixed-seed0          # best.ckpt on the run's own data
@@ -29,11 +31,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Enhance every test utterance with a checkpoint and score it.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
     )
+    add_help_option(parser)
     parser.set_defaults(handler=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.help:
+        return print_help(args, "evaluate")
     from rich.console import Console
 
     from dfablate.config import compose_config

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dfablate.cli.help import add_help_option, print_help
+
 EPILOG = """\
 examples:
   dfablate train data=mini model=dfn3_tiny trainer=cpu        # a few minutes on a laptop
@@ -29,11 +31,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train DeepFilterNet with the normalisation chosen by norm=<name>.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
     )
+    add_help_option(parser)
     parser.set_defaults(handler=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.help:
+        return print_help(args, "train")
     from dfablate.training.task import run_cli
 
     return run_cli(args.overrides)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dfablate.audio import MAX_GAIN_DB, is_gain_db, load_audio
-from dfablate.data.mini import MARKER, MINI_VERSION, default_cache_dir, ensure_mini
+from dfablate.data.mini import MARKER, MINI_VERSION, default_cache_dir, ensure_mini, mini_root
 from dfablate.data.preload import PreloadedAudio, check_choice, check_preload_fits, estimate_bytes
 from dfablate.data.valentini import (
     Pair,
@@ -363,12 +363,17 @@ def _batch_size_schedule(schedule) -> dict[int, int] | None:
 
 
 def mini_datamodule(
-    cache_dir: str | Path | None = None, mini_seed: int = 0, **options
+    root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    mini_seed: int = 0,
+    **options,
 ) -> ValentiniDataModule:
-    """The data module on the mini corpus, built into `cache_dir` on first use (for data=mini)."""
+    """The data module on the mini corpus (for data=mini): the one built by `make-mini --out
+    root`, else the one of `mini_seed` in `cache_dir`, built there on first use."""
     if isinstance(mini_seed, bool) or not isinstance(mini_seed, int) or mini_seed < 0:
         raise UserError(f"data option mini_seed={mini_seed} must be a whole number, 0 or more")
-    return ValentiniDataModule(ensure_mini(cache_dir, mini_seed), **options)
+    corpus = mini_root(root) if root is not None else ensure_mini(cache_dir, mini_seed)
+    return ValentiniDataModule(corpus, **options)
 
 
 def check_preload_config(data: Mapping, accelerator: str | None) -> None:
@@ -377,7 +382,9 @@ def check_preload_config(data: Mapping, accelerator: str | None) -> None:
     preload = check_choice(str(data.get("preload", "none")))
     if preload == "none":
         return
-    if str(data.get("_target_", "")).endswith("mini_datamodule"):
+    if str(data.get("_target_", "")).endswith("mini_datamodule") and data.get("root") is not None:
+        root = mini_root(data.get("root"))
+    elif str(data.get("_target_", "")).endswith("mini_datamodule"):
         cache = data.get("cache_dir")
         cache = Path(cache).expanduser() if cache is not None else default_cache_dir()
         root = cache / f"mini-v{MINI_VERSION}-seed{data.get('mini_seed', 0)}"

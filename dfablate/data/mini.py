@@ -227,6 +227,28 @@ def make_mini(out: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def mini_root(root: str | Path) -> Path:
+    """A corpus folder built by `make-mini --out DIR` (for data=mini data.root=DIR)."""
+    root = Path(root).expanduser()
+    if not (root / MARKER).is_file():
+        raise UserError(
+            f"data.root={root}: not a mini corpus (no {MARKER}); build one with "
+            f"`dfablate data make-mini --out {root}`, or use data=valentini data.root={root} for "
+            "another Valentini-layout folder"
+        )
+    return root
+
+
+def example_pair(root: str | Path) -> tuple[Path, Path]:
+    """(clean, noisy) of the first test pair of a mini corpus: a ready pair to try `score` and
+    `features` on."""
+    root = Path(root)
+    files = json.loads((root / MARKER).read_text())["files"]
+    name = next(f["name"] for f in files if f["split"] == "test")
+    clean_dir, noisy_dir = SPLIT_DIRS["test"]
+    return root / clean_dir / f"{name}.wav", root / noisy_dir / f"{name}.wav"
+
+
 def ensure_mini(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     """Root of the mini corpus for `seed` in the cache folder, building it on first use."""
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()

@@ -72,9 +72,16 @@ def load_test_set(
     with `max_files`, an evenly spread subset of that many (for smoke runs)."""
     from hydra.utils import instantiate
 
+    from dfablate.config import user_error_cause
     from dfablate.data.valentini import evenly_spread, find_pairs
 
-    datamodule = instantiate(data_cfg)
+    try:
+        datamodule = instantiate(data_cfg)
+    except Exception as exc:  # Hydra wraps a data module's refusal (e.g. data.root)
+        refusal = user_error_cause(exc)
+        if refusal is None:
+            raise
+        raise refusal from exc
     pairs = find_pairs(datamodule.root, split)
     if split != "test":
         name = f"{name}-{split}"

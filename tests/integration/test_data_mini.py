@@ -74,7 +74,13 @@ def test_mini_clean_files_are_the_bundled_speech(mini_root):
 
 def test_another_seed_gives_another_corpus(mini_root, tmp_path, capsys):
     assert main(["data", "make-mini", "--out", str(tmp_path / "seed1"), "--seed", "1"]) == 0
-    assert "train pairs" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "train pairs" in printed
+    clean = Path(re.search(r"clean: (\S+)", printed)[1])
+    noisy = Path(re.search(r"noisy: (\S+)", printed)[1])
+    assert (clean.parent.name, noisy.parent.name) == SPLIT_DIRS["test"]
+    assert clean.name == noisy.name and sf.info(clean).frames == sf.info(noisy).frames
+    assert f"data=mini data.root={tmp_path / 'seed1'}" in printed
     other, reference = _files(tmp_path / "seed1"), _files(mini_root)
     assert other.keys() == reference.keys()
     assert all(other[k] != reference[k] for k in other if k.startswith("noisy"))
@@ -113,3 +119,19 @@ def test_ensure_mini_builds_atomically_once_and_reproducibly(tmp_path, monkeypat
     assert mini.ensure_mini(cache, seed=0) == root  # second call: found, not rebuilt
     assert (root / mini.MARKER).stat().st_mtime_ns == marker_time
     assert [p.name for p in cache.iterdir()] == [root.name]
+
+
+def test_data_root_of_mini_is_a_corpus_built_by_make_mini(mini_root, tmp_path, capsys):
+    from hydra.utils import instantiate
+
+    from dfablate.config import compose_config
+
+    cfg = compose_config("train", ["data=mini", f"data.root={mini_root}"])
+    assert instantiate(cfg.data).root == mini_root
+    out = tmp_path / "runs"
+    not_built = tmp_path / "not-built"
+    args = ["train", "data=mini", f"data.root={not_built}", f"output_root={out}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: data.root={not_built}: not a mini corpus"), err
+    assert not out.exists() and not not_built.exists()

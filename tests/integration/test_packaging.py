@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -125,34 +124,12 @@ def test_python_dash_m_dfablate_is_the_command():
 
 
 @pytest.mark.slow
-def test_a_built_wheel_trains_and_evaluates_outside_the_checkout(tmp_path, mini_cache):
-    """Build a wheel from (a copy of) the checkout, install it into a folder, and from a folder that is not
-    a checkout train and evaluate with it while the checkout's dfablate is not importable.
-
-    The build runs isolated (pip fetches setuptools>=77 as for `make install`: the reference
-    extra pins packaging<24, too old for it); installing the wheel downloads nothing."""
-    source = tmp_path / "source"  # a clean copy: the build writes build/ and *.egg-info there
-    shutil.copytree(
-        ROOT / "dfablate", source / "dfablate", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    wheels = tmp_path / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(wheels), str(source)],
-        check=True, cwd=tmp_path,
-    )  # fmt: skip
-    (wheel,) = wheels.glob("dfablate-*.whl")
-    shipped = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("sig_bak_ovr.onnx", "model_v8.onnx", "LICENSE.txt"):  # DNSMOS, vendored (MIT)
-        assert f"dfablate/dnsmos_models/{name}" in shipped
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-         str(wheel)],
-        check=True, cwd=tmp_path,
-    )  # fmt: skip
+def test_a_built_wheel_trains_and_evaluates_outside_the_checkout(
+    tmp_path, mini_cache, installed_package
+):
+    """From a folder that is not a checkout, train and evaluate with dfablate installed from a
+    wheel while the checkout's dfablate is not importable."""
+    target = installed_package
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "DFABLATE_CACHE": str(mini_cache)}

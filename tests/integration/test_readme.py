@@ -1,0 +1,165 @@
+"""The README's command blocks work as written, from a folder outside the checkout, with
+dfablate installed from a wheel (`installed_package`), so the README cannot drift.
+
+A block preceded by `<!-- readme-test: parse (why) -->` (make, pip, network, GPU, the demo's
+runs) is only parsed: each `dfablate` line must parse and compose, each `make` line name a
+target of the Makefile. A block preceded by `<!-- readme-test: file -->` is a file the commands
+use, written to the path of its first-line comment. Every other bash block runs, in order, in
+one temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+from conftest import ROOT
+
+from dfablate.cli import build_parser
+
+BLOCK = re.compile(
+    r"(?:<!-- readme-test: (?P<mark>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    mark: str | None  # "parse (why)", "file" or None (run)
+    lang: str
+    body: str
+
+    @property
+    def commands(self) -> list[str]:
+        return [line.split("  #")[0].strip() for line in self.body.splitlines() if line.strip()]
+
+
+def readme_blocks() -> list[Block]:
+    text = (ROOT / "README.md").read_text()
+    return [Block(m["mark"], m["lang"], m["body"]) for m in BLOCK.finditer(text)]
+
+
+def command_blocks(kind: str) -> list[Block]:
+    blocks = [b for b in readme_blocks() if b.lang == "bash"]
+    if kind == "parse":
+        return [b for b in blocks if b.mark and b.mark.startswith("parse")]
+    return [b for b in blocks if b.mark is None]
+
+
+def test_the_readme_marks_what_it_only_parses():
+    marks = {b.mark for b in command_blocks("parse")}
+    assert marks == {
+        "parse (make)",
+        "parse (pip)",
+        "parse (needs the demo's runs)",
+        "parse (network, GPU)",
+    }
+    run = " ".join(" ".join(b.commands) for b in command_blocks("run"))
+    for needs_more in ("download-valentini", "norm_ablation", "make ", "pip ", "outputs/demo"):
+        assert needs_more not in run, needs_more
+
+
+def _parses(command: str) -> None:
+    """A `dfablate` line parses, and a Hydra stage's overrides compose."""
+    from dfablate.ablate import ablation_config
+    from dfablate.config import compose_config, config_dir_overrides
+
+    argv = shlex.split(command)[1:]
+    if argv[-1] in ("-h", "--help"):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_known_args(argv)
+        assert exited.value.code == 0, command
+        return
+    args, extra = build_parser().parse_known_args(argv)
+    assert not extra or getattr(args, "accepts_overrides", False), command
+    overrides = config_dir_overrides(extra)
+    if args.command in ("train", "evaluate"):
+        compose_config(args.command, overrides)
+    elif args.command == "ablate":
+        ablation_config(overrides)
+
+
+def test_parse_only_blocks_parse(mini_cache):
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    for block in command_blocks("parse"):
+        for command in block.commands:
+            words = shlex.split(command)
+            if words[0] == "make":
+                assert set(words[1:]) <= targets, command
+            elif words[0] == "pip":
+                assert words[1] == "install" and words[2].startswith("."), command
+            elif words[0] == "export":
+                continue
+            else:
+                assert words[0] in ("dfablate", "python"), command
+                _parses(command.replace("python -m dfablate", "dfablate"))
+
+
+def test_the_compare_example_names_the_demo_runs(tmp_path, monkeypatch):
+    """The compare block's globs match the run folders of the demo's sweep (its norms x seeds in
+    `<output_root>/demo/<norm>-seed<seed>`)."""
+    from dfablate.config import compose_config
+
+    monkeypatch.chdir(tmp_path)
+    (compare,) = [c for b in command_blocks("parse") for c in b.commands if " compare " in c]
+    globs = [re.escape(w).replace(r"\*", ".*") for w in shlex.split(compare) if "*" in w]
+    cfg = compose_config("train", ["experiment=demo"])
+    params = cfg.hydra.sweeper.params
+    runs = [
+        f"{cfg.output_root}/demo/{norm}-seed{seed}"
+        for norm in params.norm.split(",")
+        for seed in params.seed.split(",")
+    ]
+    assert len(runs) == 4
+    assert all(any(re.fullmatch(g, run) for run in runs) for g in globs)
+    assert all(any(re.fullmatch(g, run) for g in globs) for run in runs)
+
+
+@pytest.mark.slow
+def test_the_readme_commands_run_from_another_folder(tmp_path, installed_package, mini_cache):
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    bin_dir = tmp_path / "bin"  # `dfablate` as pip's console script: the installed package
+    bin_dir.mkdir()
+    script = bin_dir / "dfablate"
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(installed_package)!r})\n"
+        "from dfablate.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "DFABLATE_CACHE": str(mini_cache),
+        "WANDB_MODE": "offline",
+    }
+    env.pop("PYTHONPATH", None)
+    for block in readme_blocks():
+        if block.mark == "file":
+            first, _, rest = block.body.partition("\n")
+            path = work / first.lstrip("# ").strip()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(rest)
+    ran = 0
+    for block in command_blocks("run"):
+        result = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + block.body],
+            cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{block.body}\n{result.stderr[-3000:]}"
+        ran += 1
+    assert ran >= 2
+    summary = json.loads(
+        (work / "outputs" / "default" / "original-seed43" / "eval" / "mini" / "summary.json")
+        .read_text()
+    )  # fmt: skip
+    assert summary["n_files"] == 20 and summary["n_failed"] == 0
+    assert (work / summary["dataset"]["root"]).resolve() == (work / "mini").resolve()
+    assert (work / "noisy.csv").is_file() and (
+        work / "outputs" / "default" / "fast-seed43"
+    ).is_dir()
