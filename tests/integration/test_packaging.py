@@ -129,6 +129,8 @@ def test_a_built_wheel_trains_and_evaluates_outside_the_checkout(
     """From a folder that is not a checkout, train and evaluate with dfablate installed from a
     wheel while the checkout's dfablate is not importable."""
     target = installed_package
+    for name in ("sig_bak_ovr.onnx", "model_v8.onnx", "LICENSE.txt"):  # DNSMOS, vendored (MIT)
+        assert (target / "dfablate" / "dnsmos_models" / name).is_file(), name
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "DFABLATE_CACHE": str(mini_cache)}
