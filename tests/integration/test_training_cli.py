@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TESTS_DIR
+from conftest import CONFIG_DIR, TESTS_DIR
 from wandb_offline import read_offline_run
 
 from dfablate.cli import main
@@ -139,7 +139,8 @@ def test_multirun_produces_one_run_per_norm_and_seed(tmp_path, mini_cache):
         ("norm=nope", "Could not find 'norm/nope'"),
         (
             "norm.name=nope",
-            "unknown normalisation 'nope'; known: fixed, fixed_warm, none, original, rms",
+            "unknown normalisation 'nope'; known: "
+            + ", ".join(sorted(p.stem for p in (CONFIG_DIR / "norm").glob("*.yaml"))),
         ),
         ("+model.params.conv_chanels=8", "unknown dfn3 model parameter(s) conv_chanels"),
         ("trainer=tpu9", "Could not find 'trainer/tpu9'"),
