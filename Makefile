@@ -20,8 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dfablate ablate experiment=demo
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; most tests use one core); tests that
+# share a module fixture stay in one process (xdist_group). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses=4 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check dfablate tests scripts

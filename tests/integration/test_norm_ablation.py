@@ -20,6 +20,8 @@ CONTRASTS = [
     ("original_debiased", "original"),
     ("fixed_debiased", "fixed"),
 ]
+pytestmark = pytest.mark.xdist_group("norm_ablation")  # one process builds the pilot once
+
 SMOKE = ["data=mini", "model=dfn3_tiny", "trainer=cpu", "trainer.max_steps=2",
          "data.batch_size=8", "data.num_workers=0", "ablate.evaluate.max_files=2",
          "logger=none", "num_threads=1", "validate_first=false", "val_metric_utterances=0",
