@@ -119,6 +119,38 @@ def test_two_concurrent_runs_overlap_and_equal_sequential_runs(tmp_path, mini_ca
 
 
 @pytest.mark.slow
+def test_ablate_runs_per_device_trains_two_at_once_as_one_by_one(tmp_path, mini_cache, monkeypatch):
+    """`ablate ablate.runs_per_device=2`: the demo's two norms train at the same time, in the
+    folders and with the weights of the same runs trained one after the other."""
+    from dfablate.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    threads = torch.get_num_threads()
+    together, alone = tmp_path / "together", tmp_path / "alone"
+    # the demo's joblib launcher one job at a time: only runs_per_device can run two at once
+    grid = ["experiment=demo", *RUN, "norm=original,fixed", "seed=1", "hydra.launcher.n_jobs=1"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["ablate", *grid, "ablate.runs_per_device=2", "ablate.evaluate.max_files=1",
+                     "ablate.evaluate.input_gains_db=[0]", f"output_root={together}"]) == 0  # fmt: skip
+        assert main(["train", "-m", *grid, f"output_root={alone}"]) == 0  # one after the other
+    torch.set_num_threads(threads)
+    names = ["original-seed1", "fixed-seed1"]
+    # each run's span: its recorded config written at the start, its last checkpoint at the end
+    # (the demo's joblib workers leave train.log without time stamps)
+    spans = [
+        tuple((together / "demo" / name / path).stat().st_mtime
+              for path in (".hydra/config.yaml", "checkpoints/last.ckpt"))
+        for name in names
+    ]  # fmt: skip
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the two ran at once
+    for name in names:
+        a, b = _weights(together / "demo" / name), _weights(alone / "demo" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert (together / "demo" / name / "eval" / "mini-1files" / "summary.json").is_file()
+    assert (together / "demo" / "compare" / "summary.csv").is_file()
+
+
+@pytest.mark.slow
 def test_killed_sweep_completes_on_rerun(tmp_path, mini_cache):
     """The sweep is killed (SIGKILL to its whole process group) as soon as a run has written its
     first checkpoint, long before its 40 steps are done; the same command then completes every
