@@ -92,7 +92,10 @@ def test_two_concurrent_runs_overlap_and_equal_sequential_runs(tmp_path, mini_ca
     together, alone = tmp_path / "together", tmp_path / "alone"
     with contextlib.redirect_stdout(io.StringIO()):
         for k, out in ((2, together), (1, alone)):  # k = 1: the basic launcher, one by one
-            sweep = ["train", "-m", *RUN, "seed=1,2", f"runs_per_device={k}", f"output_root={out}"]
+            # 30 steps: long enough that the two runs' training overlaps however the load
+            # staggers their start-up (3 steps were over in about a second)
+            sweep = ["train", "-m", *RUN, "trainer.max_steps=30", "seed=1,2",
+                     f"runs_per_device={k}", f"output_root={out}"]  # fmt: skip
             assert main(sweep) == 0
     torch.set_num_threads(threads)
     listing = [sorted(p.name for p in (out / "default").iterdir()) for out in (together, alone)]
@@ -114,7 +117,7 @@ def test_two_concurrent_runs_overlap_and_equal_sequential_runs(tmp_path, mini_ca
             read_checkpoint(together / "default" / name / "checkpoints" / "last.ckpt")[
                 "global_step"
             ]
-            == 3
+            == 30
         )
 
 
