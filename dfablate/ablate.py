@@ -171,8 +171,8 @@ def ablation_config(overrides: list[str]) -> tuple[Any, Any, list[str], dict[str
 def plan(overrides: list[str]) -> Plan:
     """Compose the training config of the experiment and list its variant x seed jobs."""
     from dfablate.config import compose_config
-    from dfablate.evaluation import load_test_set
     from dfablate.evaluation.command import check_metrics_option
+    from dfablate.evaluation.testset import load_test_set
 
     cfg, settings, train_overrides, sweeps = ablation_config(overrides)
     extra = set((cfg.hydra.sweeper.get("params") or {}).keys()) - set(SWEEP_KEYS)
@@ -298,7 +298,7 @@ def input_gains(value) -> list[float]:
     """`ablate.evaluate.input_gains_db` as distinct gains in dB, in the given order."""
     from omegaconf import ListConfig
 
-    from dfablate.evaluation import check_gain_db
+    from dfablate.evaluation.testset import check_gain_db
 
     option = "ablate.evaluate.input_gains_db"
     if not isinstance(value, list | tuple | ListConfig) or len(value) == 0:
@@ -349,7 +349,8 @@ def evaluate_trained(plan: Plan, console) -> None:
     checkpoint there yet."""
     from omegaconf import OmegaConf
 
-    from dfablate.evaluation import evaluate_checkpoint, gain_dir_name, is_evaluated
+    from dfablate.evaluation.pipeline import evaluate_checkpoint, is_evaluated
+    from dfablate.evaluation.testset import gain_dir_name
 
     options, test_set = plan.settings.evaluate, plan.test_set
     if plan.num_threads:
@@ -395,13 +396,10 @@ def evaluate_trained(plan: Plan, console) -> None:
 
 def compare_evaluated(plan: Plan, console):
     """Compare the evaluated runs (baseline: the first norm); None when fewer than 2 variants."""
-    from dfablate.comparison import (
-        compare_runs,
-        load_runs,
-        log_comparison_to_wandb,
-        print_summary,
-        write_outputs,
-    )
+    from dfablate.comparison.loading import load_runs
+    from dfablate.comparison.report import print_summary, write_outputs
+    from dfablate.comparison.stats import compare_runs
+    from dfablate.comparison.wandb_log import log_comparison_to_wandb
 
     available = [job for job in plan.jobs if not job.failure]
     missing = {job.label: job.failure for job in plan.jobs if job.failure}
@@ -460,8 +458,8 @@ def report_publisher(plan: Plan, comparison, out_dir: Path):
     settings = plan.settings.wandb
     if not settings.get("report", True) or wandb_mode(settings.mode) == "disabled":
         return None
-    from dfablate.wandb_report import ReportPublisher, require_workspaces
-    from dfablate.wandb_report.publish import command_line
+    from dfablate.wandb_report.build import require_workspaces
+    from dfablate.wandb_report.publish import ReportPublisher, command_line
 
     try:
         require_workspaces("the W&B Report")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfablate.errors import UserError
+from dfablate.models.layers import erb_widths
 from dfablate.models.params import DF_PARAMS
 
 # The parameters that define DfFeatures (besides the norm), with deepfilternet's defaults and
@@ -39,7 +40,7 @@ FEATURE_DEFAULTS: dict[str, int | float] = {
 DEFAULT_SAMPLE_RATE = int(FEATURE_DEFAULTS["sr"])
 
 NormFn = Callable[[Tensor, Tensor, float], Tensor]
-NORMALIZATIONS: dict[str, NormFn] = {}
+NORMALISATIONS: dict[str, NormFn] = {}
 
 _EMA_CHUNK = 64
 
@@ -64,7 +65,7 @@ def register_norm(name: str) -> Callable[[NormFn], NormFn]:
     """
 
     def decorator(fn: NormFn) -> NormFn:
-        NORMALIZATIONS[name] = fn
+        NORMALISATIONS[name] = fn
         return fn
 
     return decorator
@@ -82,21 +83,21 @@ def register_norm_function(name: str, function: str) -> NormFn:
         fn = None
     if not callable(fn):
         raise UserError(f"norm {name!r}: {function} is not an importable function")
-    if NORMALIZATIONS.get(name, fn) is not fn:
-        taken = NORMALIZATIONS[name]
+    if NORMALISATIONS.get(name, fn) is not fn:
+        taken = NORMALISATIONS[name]
         raise UserError(
             f"norm {name!r}: the name is taken by {taken.__module__}.{taken.__qualname__}"
         )
-    NORMALIZATIONS[name] = fn
+    NORMALISATIONS[name] = fn
     return fn
 
 
 def get_norm(name: str) -> NormFn:
     """The registered normalisation `name`; unknown names list the known ones."""
     try:
-        return NORMALIZATIONS[name]
+        return NORMALISATIONS[name]
     except KeyError:
-        known = ", ".join(sorted(NORMALIZATIONS))
+        known = ", ".join(sorted(NORMALISATIONS))
         raise UnknownNormError(f"unknown normalisation {name!r}; known: {known}") from None
 
 
@@ -258,40 +259,6 @@ def vorbis_window(size: int) -> np.ndarray:
     """libDF's analysis/synthesis window, computed in float64 and stored as float32."""
     n = np.arange(size, dtype=np.float64)
     return np.sin(0.5 * np.pi * np.sin(np.pi * (n + 0.5) / size) ** 2).astype(np.float32)
-
-
-def erb_widths(sr: int, fft_size: int, nb_erb: int, min_nb_erb_freqs: int) -> np.ndarray:
-    """Widths (in frequency bins) of libDF's ERB bands; they sum to fft_size // 2 + 1.
-
-    A port of libDF's `erb_fb` (float32 arithmetic, as in Rust), so features need no libdf at
-    run time; tests check it against `libdf.DF(...).erb_widths()`.
-    """
-    f32 = np.float32
-    ear_q, min_bw = f32(9.265), f32(24.7)
-
-    def freq2erb(freq: np.float32) -> np.float32:
-        return f32(ear_q * f32(np.log1p(f32(freq / f32(min_bw * ear_q)))))
-
-    def erb2freq(n_erb: np.float32) -> np.float32:
-        return f32(f32(min_bw * ear_q) * f32(np.exp(f32(n_erb / ear_q)) - f32(1)))
-
-    freq_width = f32(f32(sr) / f32(fft_size))
-    erb_low, erb_high = freq2erb(f32(0)), freq2erb(f32(sr // 2))
-    step = f32(f32(erb_high - erb_low) / f32(nb_erb))
-    widths = np.zeros(nb_erb, dtype=np.int64)
-    prev_bin, carried = 0, 0  # carried: bins already given to earlier bands by the minimum
-    for i in range(1, nb_erb + 1):
-        edge = int(np.round(erb2freq(f32(erb_low + f32(f32(i) * step))) / freq_width))
-        width = edge - prev_bin - carried
-        if width < min_nb_erb_freqs:
-            carried, width = min_nb_erb_freqs - width, min_nb_erb_freqs
-        else:
-            carried = 0
-        widths[i - 1] = width
-        prev_bin = edge
-    widths[-1] += 1  # fft_size // 2 + 1 bins in all
-    widths[-1] -= max(int(widths.sum()) - (fft_size // 2 + 1), 0)
-    return widths
 
 
 class DfFeatures(nn.Module):

@@ -22,8 +22,8 @@ from torch import nn
 
 from dfablate.errors import UserError
 from dfablate.features import DfFeatures
-from dfablate.models import ModelConfigError, build_model, resolved_model_params
-from dfablate.models.params import DF_PARAMS, MODEL_PARAMS
+from dfablate.models.build import build_model, resolved_model_params
+from dfablate.models.params import DF_PARAMS, MODEL_PARAMS, ModelConfigError
 
 # `[train] model` of config.ini -> dfablate architecture
 UPSTREAM_ARCHITECTURES = {"deepfilternet3": "dfn3", "deepfilternet2": "dfn2"}

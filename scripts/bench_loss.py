@@ -24,7 +24,8 @@ import torch
 from omegaconf import OmegaConf
 
 from dfablate.losses import MultiResSpecLoss
-from dfablate.training import DfnSystem, compose_train_config
+from dfablate.training.module import DfnSystem
+from dfablate.training.task import compose_train_config
 
 
 def upstream_multi_res(device: str) -> torch.nn.Module:

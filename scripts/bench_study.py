@@ -85,9 +85,9 @@ def worker(spec: dict) -> dict:
     from lightning.pytorch.callbacks import Callback
     from omegaconf import OmegaConf
 
-    from dfablate.data import ValentiniDataModule
-    from dfablate.training import DfnSystem, compose_train_config
-    from dfablate.training.module import compile_model
+    from dfablate.data.datamodule import ValentiniDataModule
+    from dfablate.training.module import DfnSystem, compile_model
+    from dfablate.training.task import compose_train_config
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])

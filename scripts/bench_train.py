@@ -30,7 +30,8 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from dfablate.training import DfnSystem, compose_train_config
+from dfablate.training.module import DfnSystem
+from dfablate.training.task import compose_train_config
 
 
 class RepeatBatch(Dataset):
@@ -106,7 +107,7 @@ def lightning_loop(
 
 
 def loader_samples_per_second(args: argparse.Namespace, n_batches: int) -> float:
-    from dfablate.data import ValentiniDataModule, mini_datamodule
+    from dfablate.data.datamodule import ValentiniDataModule, mini_datamodule
 
     options = dict(
         crop_seconds=args.seconds,

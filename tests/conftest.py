@@ -65,7 +65,7 @@ def mini_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mini_cache(tmp_path_factory) -> Path:
     """A private mini-corpus cache (built once per session), in DFABLATE_CACHE from then on."""
-    from dfablate.data import ensure_mini
+    from dfablate.data.mini import ensure_mini
 
     cache = tmp_path_factory.mktemp("mini-cache")
     ensure_mini(cache)

@@ -87,21 +87,17 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dfablate.comparison import (
-        compare_runs,
-        default_out_dir,
-        load_runs,
-        log_comparison_to_wandb,
-        print_summary,
-        write_outputs,
-    )
     from dfablate.comparison.design import parse_design
+    from dfablate.comparison.loading import load_runs
+    from dfablate.comparison.report import default_out_dir, print_summary, write_outputs
+    from dfablate.comparison.stats import compare_runs
+    from dfablate.comparison.wandb_log import log_comparison_to_wandb
     from dfablate.paths import check_output_dir
 
     if args.out is not None:
         check_output_dir(args.out, "--out")
     if args.wandb_report:
-        from dfablate.wandb_report import require_workspaces
+        from dfablate.wandb_report.build import require_workspaces
 
         require_workspaces()
     design = parse_design(args.primary, args.margin, args.pairing, args.contrast)
@@ -113,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
     paths = write_outputs(comparison, out_dir)
     publisher = None
     if args.wandb_report:
-        from dfablate.wandb_report import ReportPublisher
-        from dfablate.wandb_report.publish import command_line
+        from dfablate.wandb_report.publish import ReportPublisher, command_line
 
         publisher = ReportPublisher(
             comparison, out_dir, project=args.wandb_project, command=command_line(args.argv)

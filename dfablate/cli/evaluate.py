@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dfablate.config import compose_config
     from dfablate.errors import Interrupted
-    from dfablate.evaluation import evaluate_from_config, summary_table
+    from dfablate.evaluation.command import evaluate_from_config, summary_table
 
     cfg = compose_config("evaluate", args.overrides)
     try:

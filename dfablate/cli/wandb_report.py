@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dfablate.wandb_report import push
+    from dfablate.wandb_report.publish import push
 
     print(f"W&B Report: {push(args.compare_dir)}")
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfablate import seed_stats
+from dfablate.comparison import seed_stats
 from dfablate.comparison.results import NO_RELATIVE, Comparison, gain_suffix
 
 

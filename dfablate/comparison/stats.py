@@ -1,5 +1,5 @@
 """The statistics of a comparison (`compare_runs`): per contrast, gain and metric, B - A of the
-per-run means with the seed-aware test of `dfablate.seed_stats`, TOST at the margin, the verdict
+per-run means with the seed-aware test of `dfablate.comparison.seed_stats`, TOST at the margin, the verdict
 under Holm's two families, the interaction with input level, the file-level Wilcoxon p and the
 per-file tables. What is compared and why: the package docstring of `dfablate.comparison`.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dfablate import seed_stats
+from dfablate.comparison import seed_stats
 from dfablate.comparison.design import Design, resolve_contrasts
 from dfablate.comparison.loading import describe_identity
 from dfablate.comparison.results import DB_METRICS, Comparison, RunMetrics

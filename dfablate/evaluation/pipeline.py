@@ -387,7 +387,7 @@ def evaluate_checkpoint(
     (default folder `<run dir>/eval/<dataset>[@<G>dB]`) on `metrics`, log it to W&B."""
     import torch
 
-    from dfablate.training import DfnSystem
+    from dfablate.training.module import DfnSystem
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -20,6 +20,40 @@ from torch import Tensor, nn
 Factory = Callable[..., nn.Module]
 
 
+def erb_widths(sr: int, fft_size: int, nb_erb: int, min_nb_erb_freqs: int) -> np.ndarray:
+    """Widths (in frequency bins) of libDF's ERB bands; they sum to fft_size // 2 + 1.
+
+    A port of libDF's `erb_fb` (float32 arithmetic, as in Rust), so features need no libdf at
+    run time; tests check it against `libdf.DF(...).erb_widths()`.
+    """
+    f32 = np.float32
+    ear_q, min_bw = f32(9.265), f32(24.7)
+
+    def freq2erb(freq: np.float32) -> np.float32:
+        return f32(ear_q * f32(np.log1p(f32(freq / f32(min_bw * ear_q)))))
+
+    def erb2freq(n_erb: np.float32) -> np.float32:
+        return f32(f32(min_bw * ear_q) * f32(np.exp(f32(n_erb / ear_q)) - f32(1)))
+
+    freq_width = f32(f32(sr) / f32(fft_size))
+    erb_low, erb_high = freq2erb(f32(0)), freq2erb(f32(sr // 2))
+    step = f32(f32(erb_high - erb_low) / f32(nb_erb))
+    widths = np.zeros(nb_erb, dtype=np.int64)
+    prev_bin, carried = 0, 0  # carried: bins already given to earlier bands by the minimum
+    for i in range(1, nb_erb + 1):
+        edge = int(np.round(erb2freq(f32(erb_low + f32(f32(i) * step))) / freq_width))
+        width = edge - prev_bin - carried
+        if width < min_nb_erb_freqs:
+            carried, width = min_nb_erb_freqs - width, min_nb_erb_freqs
+        else:
+            carried = 0
+        widths[i - 1] = width
+        prev_bin = edge
+    widths[-1] += 1  # fft_size // 2 + 1 bins in all
+    widths[-1] -= max(int(widths.sum()) - (fft_size // 2 + 1), 0)
+    return widths
+
+
 def _pair(kernel_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(kernel_size, int):
         return kernel_size, kernel_size

@@ -7,41 +7,16 @@
 - `task`: the Hydra task behind `dfablate train` (`train`, `run_cli`, `check_run`).
 """
 
-from dfablate.training.callbacks import WandbMedia
-from dfablate.training.checkpoints import (
-    IDENTITY_KEY,
-    IDENTITY_VERSION,
-    CheckpointIdentity,
-    CheckpointMismatchError,
-    NonFiniteTrainingError,
-    RunCheckpoints,
-    check_identity,
-    checkpoint_identity,
-    model_identity,
-    read_checkpoint,
-)
-from dfablate.training.module import DfnSystem
-from dfablate.training.schedule import RecipeOptimisation, RecipeSchedule, optim_recipe
-from dfablate.training.task import check_run, compose_train_config, run_cli, train
+from __future__ import annotations
 
-__all__ = [
-    "IDENTITY_KEY",
-    "IDENTITY_VERSION",
-    "CheckpointIdentity",
-    "CheckpointMismatchError",
-    "DfnSystem",
-    "NonFiniteTrainingError",
-    "RecipeOptimisation",
-    "RecipeSchedule",
-    "RunCheckpoints",
-    "WandbMedia",
-    "check_identity",
-    "check_run",
-    "checkpoint_identity",
-    "compose_train_config",
-    "model_identity",
-    "optim_recipe",
-    "read_checkpoint",
-    "run_cli",
-    "train",
-]
+from importlib import import_module
+
+# Hydra configs name these `_target_`s, and every recorded run config keeps the string (evaluate
+# instantiates it again, and it is part of the variant key), so they resolve here, on first use.
+CONFIG_TARGETS = {"RunCheckpoints": "checkpoints", "WandbMedia": "callbacks"}
+
+
+def __getattr__(name: str):
+    if name not in CONFIG_TARGETS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{CONFIG_TARGETS[name]}"), name)

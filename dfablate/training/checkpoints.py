@@ -24,7 +24,8 @@ from lightning.pytorch.callbacks import Callback
 
 from dfablate.errors import UserError
 from dfablate.features import FEATURE_PARAMS
-from dfablate.models import ModelConfigError, resolved_model_params
+from dfablate.models.build import resolved_model_params
+from dfablate.models.params import ModelConfigError
 
 if TYPE_CHECKING:
     from dfablate.training.module import DfnSystem

@@ -22,7 +22,8 @@ from dfablate.enhance import enhance_waveform
 from dfablate.errors import UserError
 from dfablate.features import DfFeatures, register_norm_function
 from dfablate.losses import DfnLoss
-from dfablate.models import ModelConfigError, build_model
+from dfablate.models.build import build_model
+from dfablate.models.params import ModelConfigError
 from dfablate.training.checkpoints import (
     CheckpointIdentity,
     NonFiniteTrainingError,

@@ -13,8 +13,9 @@ from scipy import stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from dfablate.cli import main
-from dfablate.comparison import compare_runs, load_runs, relative_difference_pct, wilcoxon_p
 from dfablate.comparison.design import parse_design
+from dfablate.comparison.loading import load_runs
+from dfablate.comparison.stats import compare_runs, relative_difference_pct, wilcoxon_p
 from dfablate.errors import UserError
 
 FILES = ["f1.wav", "f2.wav", "f3.wav", "f4.wav"]

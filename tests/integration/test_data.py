@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dfablate.cli import main
-from dfablate.data import ValentiniDataModule, find_pairs
-from dfablate.data.valentini import SPLIT_DIRS, speaker_of
+from dfablate.data.datamodule import ValentiniDataModule
+from dfablate.data.valentini import SPLIT_DIRS, find_pairs, speaker_of
 from dfablate.errors import UserError
 
 CONFIGS = CONFIG_DIR / "data"

@@ -21,7 +21,7 @@ from dfablate.audio import load_audio
 from dfablate.cli import main
 from dfablate.enhance import enhance_waveform
 from dfablate.features import DfFeatures
-from dfablate.models import build_model
+from dfablate.models.build import build_model
 
 SMALL = {"conv_ch": 8, "emb_hidden_dim": 32, "df_hidden_dim": 32, "enc_linear_groups": 8,
          "linear_groups": 8, "conv_lookahead": 2, "df_lookahead": 2, "pad_mode": "output",

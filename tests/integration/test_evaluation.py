@@ -19,10 +19,11 @@ from dfablate.audio import load_audio
 from dfablate.cli import main
 from dfablate.data.valentini import find_pairs
 from dfablate.errors import UserError
-from dfablate.evaluation import PIPELINE_VERSION, evaluate_model, gain_dir_name
-from dfablate.evaluation import TestSet as EvalSet  # not collected by pytest
+from dfablate.evaluation.pipeline import PIPELINE_VERSION, evaluate_model
+from dfablate.evaluation.testset import TestSet as EvalSet
+from dfablate.evaluation.testset import gain_dir_name
 from dfablate.scoring import COLUMNS
-from dfablate.training import DfnSystem
+from dfablate.training.module import DfnSystem
 
 TINY = {"conv_ch": 8, "emb_hidden_dim": 32, "df_hidden_dim": 32, "enc_linear_groups": 8,
         "linear_groups": 8}  # fmt: skip

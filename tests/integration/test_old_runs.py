@@ -20,7 +20,8 @@ from upstream import build_upstream_dfnet, requires_reference
 from dfablate.audio import load_audio
 from dfablate.cli import main
 from dfablate.enhance import enhance_waveform
-from dfablate.training import DfnSystem, checkpoint_identity
+from dfablate.training.checkpoints import checkpoint_identity
+from dfablate.training.module import DfnSystem
 
 OLD_RUN = DATA_DIR / "old_run_dfn3"
 OLD_CKPT = OLD_RUN / "checkpoints" / "last.ckpt"

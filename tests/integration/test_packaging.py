@@ -15,7 +15,7 @@ from conftest import ROOT, SHORT_RUN
 
 from dfablate.cli import main
 from dfablate.config import compose_config, config_file
-from dfablate.features import NORMALIZATIONS, get_norm
+from dfablate.features import NORMALISATIONS, get_norm
 
 # A norm that exists only in a user's folder: half the spectrum (a fixed, checkable factor).
 USER_NORM_MODULE = """
@@ -35,7 +35,7 @@ def user_configs(tmp_path, monkeypatch) -> Path:
     (folder / "norm").mkdir(parents=True)
     (folder / "norm" / "half.yaml").write_text("name: half\nfunction: mylab_norms.half_norm\n")
     yield folder
-    NORMALIZATIONS.pop("half", None)
+    NORMALISATIONS.pop("half", None)
 
 
 def test_configs_ship_inside_the_package():
@@ -58,7 +58,7 @@ def test_a_user_config_folder_adds_a_norm(user_configs, how, tmp_path, mini_cach
     run_dir = out / "default" / "half-seed43"
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["hyper_parameters"]["norm_function"] == "mylab_norms.half_norm"
-    NORMALIZATIONS.pop("half")
+    NORMALISATIONS.pop("half")
     rc = main(["evaluate", f"run={run_dir}", "max_files=1", "jobs=1", "progress=false",
                f"noisy_cache_dir={tmp_path / 'cache'}"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
@@ -109,7 +109,7 @@ def test_a_norm_function_that_does_not_import_is_refused(tmp_path, capsys):
     assert main(["train", "--config-dir", str(folder), "norm=ghost", f"output_root={out}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: norm 'ghost': cannot import no_such_lab.norms.ghost"), err
-    assert not out.exists() and "ghost" not in NORMALIZATIONS
+    assert not out.exists() and "ghost" not in NORMALISATIONS
 
 
 def test_python_dash_m_dfablate_is_the_command():

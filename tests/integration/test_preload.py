@@ -12,8 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from dfablate.data import ValentiniDataModule
-from dfablate.data.datamodule import PreloadedPairDataset
+from dfablate.data.datamodule import PreloadedPairDataset, ValentiniDataModule
 from dfablate.data.preload import estimate_bytes
 from dfablate.errors import UserError
 from dfablate.training.checkpoints import read_checkpoint

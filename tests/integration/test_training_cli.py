@@ -17,7 +17,8 @@ from conftest import CONFIG_DIR, TESTS_DIR
 from wandb_offline import read_offline_run
 
 from dfablate.cli import main
-from dfablate.training import DfnSystem, checkpoint_identity
+from dfablate.training.checkpoints import checkpoint_identity
+from dfablate.training.module import DfnSystem
 
 # A tiny but complete run: real model (dfn3_tiny), real data (mini corpus), real loss.
 FAST = [

@@ -17,10 +17,11 @@ from test_compare import seed_study, write_csv
 from wandb_offline import read_offline_run
 
 from dfablate.cli import main
-from dfablate.comparison import compare_runs, load_runs
-from dfablate.wandb_report import build_report, read_spec
+from dfablate.comparison.loading import load_runs
+from dfablate.comparison.stats import compare_runs
+from dfablate.wandb_report.build import build_report
 from dfablate.wandb_report.publish import ReportPublisher
-from dfablate.wandb_report.spec import PER_FILE_RUNS_KEY, REPORT_URL_KEY, merged_per_file
+from dfablate.wandb_report.spec import PER_FILE_RUNS_KEY, REPORT_URL_KEY, merged_per_file, read_spec
 
 pytest.importorskip("wandb_workspaces", reason="the wandb-report extra is not installed")
 APP_URL = "https://wandb.test"
@@ -335,7 +336,7 @@ def test_without_the_extra_compare_refuses_and_ablate_skips(tmp_path, monkeypatc
 
 
 def test_headline_shows_answers_and_the_columns_present():
-    from dfablate.wandb_report import headline_markdown
+    from dfablate.wandb_report.spec import headline_markdown
 
     today = pd.DataFrame({"variant": ["fixed"], "metric": ["pesq"], "mean_diff": [0.1],
                           "ci95_low": [0.0], "ci95_high": [0.2], "a_seeds": [3]})  # fmt: skip

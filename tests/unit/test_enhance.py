@@ -12,7 +12,7 @@ from upstream import requires_reference
 from dfablate.audio import load_audio
 from dfablate.enhance import enhance_waveform
 from dfablate.features import DfFeatures
-from dfablate.models import build_model
+from dfablate.models.build import build_model
 
 
 def identity(spec, feat_erb, feat_spec):

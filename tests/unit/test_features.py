@@ -13,13 +13,13 @@ from upstream import requires_reference
 
 from dfablate.audio import load_audio
 from dfablate.features import (
-    NORMALIZATIONS,
+    NORMALISATIONS,
     DfFeatures,
     UnknownNormError,
     ema,
-    erb_widths,
     feature_std,
 )
+from dfablate.models.layers import erb_widths
 
 ALPHA = 0.99  # df.utils.get_norm_alpha at the defaults
 CONFIG_NORM_DIR = CONFIG_DIR / "norm"
@@ -184,7 +184,7 @@ def test_per_bin_std_against_input_level_original_and_fixed():
     spec = DfFeatures()(torch.from_numpy(crop[None])).spec[:, 0, :, :96]
     spec = torch.view_as_complex(spec.contiguous())
     init = torch.linspace(1e-3, 1e-4, 96)
-    fixed = NORMALIZATIONS["fixed"]
+    fixed = NORMALISATIONS["fixed"]
     same = fixed(spec * 10.0, init * 10.0, ALPHA)
     torch.testing.assert_close(same, fixed(spec, init, ALPHA), rtol=1e-4, atol=1e-6)
     assert not torch.allclose(fixed(spec * 10.0, init, ALPHA), same, rtol=0.01)
@@ -230,8 +230,8 @@ def test_unknown_norm_lists_known_ones():
 
 def test_every_norm_has_a_config_file_and_back():
     yaml_names = {p.stem for p in CONFIG_NORM_DIR.glob("*.yaml")}
-    assert {"original", "fixed", "fixed_warm", "rms", "none", *DEBIASED} <= set(NORMALIZATIONS)
-    assert yaml_names == set(NORMALIZATIONS)
+    assert {"original", "fixed", "fixed_warm", "rms", "none", *DEBIASED} <= set(NORMALISATIONS)
+    assert yaml_names == set(NORMALISATIONS)
 
 
 def test_feature_std_is_bessel_corrected_over_all_frames():

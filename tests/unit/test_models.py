@@ -16,8 +16,9 @@ from upstream import build_upstream_dfnet, requires_reference, upstream_resolved
 from dfablate.audio import load_audio
 from dfablate.features import DfFeatures
 from dfablate.losses import DfnLoss
-from dfablate.models import ModelConfigError, build_model, resolved_model_params
-from dfablate.training import compose_train_config
+from dfablate.models.build import build_model, resolved_model_params
+from dfablate.models.params import ModelConfigError
+from dfablate.training.task import compose_train_config
 
 SR = 48000
 FORWARD_ATOL = 1e-5

@@ -9,7 +9,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from dfablate.seed_stats import (
+from dfablate.comparison.seed_stats import (
     Spread,
     holm,
     minimum_detectable_difference,

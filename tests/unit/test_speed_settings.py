@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from dfablate.comparison.loading import _flatten, _identity
 from dfablate.config import compose_config, config_file
 from dfablate.errors import UserError
-from dfablate.training import DfnSystem, compose_train_config
-from dfablate.training.module import check_compile_mode, compile_model
+from dfablate.training.module import DfnSystem, check_compile_mode, compile_model
+from dfablate.training.task import compose_train_config
 
 
 def test_declared_defaults():

@@ -14,15 +14,15 @@ from upstream import import_df_module, requires_reference
 
 from dfablate.audio import load_audio
 from dfablate.errors import UserError
-from dfablate.training import (
+from dfablate.training.checkpoints import (
     CheckpointMismatchError,
-    DfnSystem,
     NonFiniteTrainingError,
-    RecipeSchedule,
     RunCheckpoints,
     checkpoint_identity,
-    compose_train_config,
 )
+from dfablate.training.module import DfnSystem
+from dfablate.training.schedule import RecipeSchedule
+from dfablate.training.task import compose_train_config
 
 SR = 48000
 
