@@ -19,19 +19,42 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import io
 import itertools
 import json
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
 
+from dfablate.comparison.design import parse_design
+from dfablate.comparison.loading import load_runs
+from dfablate.comparison.report import print_summary, write_outputs
+from dfablate.comparison.stats import compare_runs
+from dfablate.comparison.wandb_log import log_comparison_to_wandb
+from dfablate.config import compose_config, config_file, override_key
+from dfablate.cores import check_core_count
+from dfablate.devices import check_device
 from dfablate.errors import UserError
+from dfablate.evaluation.command import check_metrics_option
+from dfablate.evaluation.pipeline import evaluate_checkpoint, is_evaluated
+from dfablate.evaluation.testset import check_gain_db, gain_dir_name, load_test_set
+from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
+from dfablate.paths import check_output_dir
 from dfablate.runs import file_sha1, run_checkpoint
+from dfablate.tracking import follow_run, wandb_mode
+from dfablate.wandb_report.build import require_workspaces
+from dfablate.wandb_report.publish import ReportPublisher, command_line
 
 STATUS_FILE = "train_status.json"
 SWEEP_KEYS = ("norm", "seed")
@@ -43,7 +66,6 @@ class TrainStatusCallback(Callback):
     """Hydra callback: record each training job's outcome in `<run dir>/train_status.json`."""
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
-        from hydra.core.utils import JobStatus
 
         run_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
         status = {"status": job_return.status.name}
@@ -98,13 +120,13 @@ class Plan:
     settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
     design: object  # dfablate.comparison.design.Design from ablate.compare.*
     num_threads: int | None  # the training config's torch threads, used for inference too
+    wandb: dict[str, Any] = field(default_factory=dict)  # mode, project, entity (follow_run)
     overrides: list[str] = field(default_factory=list)  # as given to `dfablate ablate`
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
     """(ablate.* overrides, plain training overrides, sweeps over norm/seed given on the line)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     ablate, train, sweeps = [], [], {}
     parser = OverridesParser.create()
@@ -130,7 +152,6 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[s
 def _sweep_values(cfg, key: str, sweeps: dict[str, list[str]]) -> list[str]:
     if key in sweeps:
         return sweeps[key]
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = cfg.hydra.sweeper.get("params") or {}
     if key not in params:
@@ -146,12 +167,9 @@ def ablation_config(overrides: list[str]) -> tuple[Any, Any, list[str], dict[str
     norm/seed sweeps given on the line) for `dfablate ablate` arguments (default experiment:
     demo). The settings are configs/ablate.yaml merged with the experiment's `ablate:` section
     and the ablate.* overrides."""
-    from omegaconf import OmegaConf
-
-    from dfablate.config import compose_config, config_file
 
     ablate_overrides, train_overrides, sweeps = _split_overrides(overrides)
-    if not any(o.split("=", 1)[0] == "experiment" for o in train_overrides):
+    if not any(override_key(o) == "experiment" for o in train_overrides):
         train_overrides.insert(0, "experiment=demo")
     cfg = compose_config("train", train_overrides)
     settings = OmegaConf.load(config_file("ablate.yaml"))
@@ -160,7 +178,7 @@ def ablation_config(overrides: list[str]) -> tuple[Any, Any, list[str], dict[str
         check_ablate_keys(settings, section, "the experiment's ablate: section")
         settings = OmegaConf.merge(settings, cfg.ablate)
     for override in ablate_overrides:
-        key = override.split("=", 1)[0]
+        key = override_key(override)
         check_ablate_keys(settings, _nested(key.split(".")), f"{ABLATE_PREFIX}{override}")
     if ablate_overrides:
         settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(ablate_overrides))
@@ -170,9 +188,6 @@ def ablation_config(overrides: list[str]) -> tuple[Any, Any, list[str], dict[str
 
 def plan(overrides: list[str]) -> Plan:
     """Compose the training config of the experiment and list its variant x seed jobs."""
-    from dfablate.config import compose_config
-    from dfablate.evaluation.command import check_metrics_option
-    from dfablate.evaluation.testset import load_test_set
 
     cfg, settings, train_overrides, sweeps = ablation_config(overrides)
     extra = set((cfg.hydra.sweeper.get("params") or {}).keys()) - set(SWEEP_KEYS)
@@ -180,11 +195,8 @@ def plan(overrides: list[str]) -> Plan:
         raise UserError(
             f"the experiment sweeps {', '.join(sorted(extra))}: ablate sweeps only norm and seed"
         )
-    train_wandb = (cfg.get("logger") or {}).get("wandb")
-    if settings.wandb.mode is None:  # follow the training logger: no W&B there, none here
-        settings.wandb.mode = train_wandb.get("mode", "auto") if train_wandb else "disabled"
-    if settings.wandb.project is None:
-        settings.wandb.project = train_wandb.project if train_wandb else "dfablate"
+    wandb_settings = follow_run(settings.wandb, cfg.get("logger"))
+    settings.wandb.mode, settings.wandb.project = wandb_settings["mode"], wandb_settings["project"]
     norms, seeds = _sweep_values(cfg, "norm", sweeps), _sweep_values(cfg, "seed", sweeps)
     jobs = []
     for norm, seed in itertools.product(norms, seeds):
@@ -209,6 +221,7 @@ def plan(overrides: list[str]) -> Plan:
         test_set=test_set,
         settings=settings,
         num_threads=cfg.get("num_threads"),
+        wandb=wandb_settings,
         overrides=list(overrides),
     )
 
@@ -225,9 +238,6 @@ def check_ablate_keys(schema, given, where: str, prefix: str = "") -> None:
     """Refuse any key of `given` that configs/ablate.yaml (`schema`) does not declare: a typo
     would otherwise be ignored silently. A key declared as `{}` is an open mapping whose
     children are free (e.g. metric names)."""
-    import difflib
-
-    from omegaconf import DictConfig
 
     if not isinstance(given, dict):
         return
@@ -247,8 +257,6 @@ def check_ablate_keys(schema, given, where: str, prefix: str = "") -> None:
 
 def check_ablate_settings(settings) -> None:
     """Values the evaluate and compare stages would fail on only after training."""
-    from dfablate.cores import check_core_count
-    from dfablate.paths import check_output_dir
 
     runs_per_device = settings.get("runs_per_device", 1)
     if (
@@ -268,6 +276,7 @@ def check_ablate_settings(settings) -> None:
             f"{ABLATE_PREFIX}evaluate.max_files={max_files}: must be a whole number, 1 or more"
         )
     check_core_count(options.get("jobs"), f"{ABLATE_PREFIX}evaluate.jobs")
+    check_device(str(options.get("device", "auto")), f"{ABLATE_PREFIX}evaluate.device")
     if not isinstance(options.get("save_enhanced"), bool):
         raise UserError(
             f"{ABLATE_PREFIX}evaluate.save_enhanced={options.save_enhanced}: must be true or false"
@@ -281,9 +290,6 @@ def check_ablate_settings(settings) -> None:
 
 def _design(compare):
     """`ablate.compare.*` as a comparison design (checked before anything is trained)."""
-    from omegaconf import OmegaConf
-
-    from dfablate.comparison.design import parse_design
 
     margins = OmegaConf.to_container(compare.margins) if compare.get("margins") else None
     contrasts = list(compare.contrasts) if compare.get("contrasts") else None
@@ -296,9 +302,6 @@ def _design(compare):
 
 def input_gains(value) -> list[float]:
     """`ablate.evaluate.input_gains_db` as distinct gains in dB, in the given order."""
-    from omegaconf import ListConfig
-
-    from dfablate.evaluation.testset import check_gain_db
 
     option = "ablate.evaluate.input_gains_db"
     if not isinstance(value, list | tuple | ListConfig) or len(value) == 0:
@@ -347,15 +350,9 @@ def train_missing(plan: Plan, console) -> None:
 def evaluate_trained(plan: Plan, console) -> None:
     """Evaluate every trained run at every input gain that has no complete evaluation of its
     checkpoint there yet."""
-    from omegaconf import OmegaConf
-
-    from dfablate.evaluation.pipeline import evaluate_checkpoint, is_evaluated
-    from dfablate.evaluation.testset import gain_dir_name
 
     options, test_set = plan.settings.evaluate, plan.test_set
     if plan.num_threads:
-        import torch
-
         torch.set_num_threads(int(plan.num_threads))
     skipped = plan.skipped.setdefault("evaluate", [])
     noisy_cache_dir = Path(options.noisy_cache_dir) if options.noisy_cache_dir else None
@@ -370,7 +367,7 @@ def evaluate_trained(plan: Plan, console) -> None:
                 continue
             console.print(f"evaluate: {job.label} ({ckpt.name}) on {where}")
             try:
-                evaluate_checkpoint(
+                evaluation = evaluate_checkpoint(
                     ckpt,
                     job.run_dir,
                     test_set,
@@ -379,12 +376,13 @@ def evaluate_trained(plan: Plan, console) -> None:
                     jobs=options.jobs,
                     device=options.device,
                     noisy_cache_dir=noisy_cache_dir,
-                    wandb_cfg=OmegaConf.to_container(plan.settings.wandb),
                     input_gain_db=gain,
                     metrics=options.metrics,
                 )
             except UserError as exc:
                 job.failure = f"evaluation failed ({where}): {exc}"
+                continue
+            log_evaluation_to_wandb(evaluation, plan.wandb)
     if skipped:
         if len(options.input_gains_db) == 1:
             console.print(f"evaluate: {len(skipped)} runs already evaluated, skipped")
@@ -396,10 +394,6 @@ def evaluate_trained(plan: Plan, console) -> None:
 
 def compare_evaluated(plan: Plan, console):
     """Compare the evaluated runs (baseline: the first norm); None when fewer than 2 variants."""
-    from dfablate.comparison.loading import load_runs
-    from dfablate.comparison.report import print_summary, write_outputs
-    from dfablate.comparison.stats import compare_runs
-    from dfablate.comparison.wandb_log import log_comparison_to_wandb
 
     available = [job for job in plan.jobs if not job.failure]
     missing = {job.label: job.failure for job in plan.jobs if job.failure}
@@ -442,24 +436,17 @@ def compare_evaluated(plan: Plan, console):
     inputs_path.write_text(json.dumps(inputs, indent=1) + "\n")
     print_summary(comparison, paths["report"], console)
     if publisher is not None:
-        from dfablate.cli.compare import report_message
-
-        console.print(report_message(publisher), highlight=False)
+        console.print(publisher.message(), highlight=False)
     return comparison
 
 
 def report_publisher(plan: Plan, comparison, out_dir: Path):
     """The W&B Report's publisher when `ablate.wandb.report` is on and W&B is not disabled;
     without the wandb-report extra, one warning and no Report (the ablation still succeeds)."""
-    import warnings
-
-    from dfablate.tracking import wandb_mode
 
     settings = plan.settings.wandb
     if not settings.get("report", True) or wandb_mode(settings.mode) == "disabled":
         return None
-    from dfablate.wandb_report.build import require_workspaces
-    from dfablate.wandb_report.publish import ReportPublisher, command_line
 
     try:
         require_workspaces("the W&B Report")
@@ -482,7 +469,6 @@ def _contrasts_of(design, norms: set[str], console):
 
 def run_ablation(overrides: list[str]) -> int:
     """The whole ablation; exit status 0 when every run was trained, evaluated and compared."""
-    from rich.console import Console
 
     console = Console()
     ablation = plan(overrides)

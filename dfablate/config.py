@@ -12,11 +12,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
 from dfablate.errors import UserError
 
 CONFIG_PACKAGE = "dfablate.configs"
 CONFIG_SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
-CONFIG_DIR_OPTIONS = ("--config-dir", "-cd")
 SEARCH_PATH_HEADING = "Config search path:"
 
 
@@ -52,43 +55,11 @@ def as_user_error(exc: BaseException) -> UserError:
     return UserError(without_search_path(one_line(cause if cause is not None else exc)))
 
 
-def config_dir_overrides(arguments: list[str]) -> list[str]:
-    """`arguments` with each `--config-dir DIR` (or `-cd DIR`, `--config-dir=DIR`) turned into
-    a `hydra.searchpath` override, so that composing (evaluate, ablate, train's checks) and
-    running Hydra see the same folders. A folder that does not exist is refused."""
-    folders: list[Path] = []
-    rest: list[str] = []
-    items = iter(arguments)
-    for argument in items:
-        option, has_value, value = argument.partition("=")
-        if option not in CONFIG_DIR_OPTIONS:
-            rest.append(argument)
-            continue
-        if not has_value:
-            value = next(items, "")
-        if not value:
-            raise UserError(f"{option}: give a config folder")
-        folder = Path(value).expanduser()
-        if not folder.is_dir():
-            raise UserError(f"{option} {value}: config folder not found")
-        folders.append(folder.resolve())
-    if not folders:
-        return rest
-    if any(r.lstrip("+~").startswith("hydra.searchpath=") for r in rest):
-        raise UserError("give config folders either with --config-dir or with hydra.searchpath")
-    paths = ",".join(f"file://{folder}" for folder in folders)
-    return [*rest, f"hydra.searchpath=[{paths}]"]
-
-
 def compose_config(
     config_name: str, overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = True
 ) -> Any:
     """Compose `<config_name>.yaml` with command-line overrides, outside a Hydra run (no run
     dir); Hydra and OmegaConf errors come out as one-line UserErrors."""
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     if "-m" in overrides or "--multirun" in overrides:
         raise UserError(f"dfablate {config_name} does not take -m/--multirun")
     try:
@@ -98,3 +69,8 @@ def compose_config(
             )
     except (HydraException, OmegaConfBaseException) as exc:
         raise as_user_error(exc) from exc
+
+
+def override_key(override: str) -> str:
+    """The config key a command-line override sets: `+data.root=DIR` -> `data.root`."""
+    return override.split("=", 1)[0].lstrip("+~")

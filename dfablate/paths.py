@@ -1,5 +1,6 @@
-"""Checks on where a command will write, made before it writes anything: a refused command
-leaves no folder or file behind, and the error names the option and the path."""
+"""Where dfablate writes: the default cache folders, and checks on where a command will write,
+made before it writes anything (a refused command leaves no folder or file behind, and the
+error names the option and the path)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,19 @@ import tempfile
 from pathlib import Path
 
 from dfablate.errors import UserError
+
+
+def default_cache_dir() -> Path:
+    """$DFABLATE_CACHE, else $XDG_CACHE_HOME/dfablate, else ~/.cache/dfablate."""
+    if env := os.environ.get("DFABLATE_CACHE"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dfablate"
+
+
+def default_noisy_cache_dir() -> Path:
+    """Scores of the unprocessed noisy input, shared by every run evaluated on a test set."""
+    return default_cache_dir() / "noisy_scores"
 
 
 def _existing_ancestor(path: Path) -> Path:

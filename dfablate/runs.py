@@ -1,19 +1,16 @@
-"""A training run's folder, read the same way by evaluate, compare and ablate: which checkpoint
-to use, the config Hydra recorded, and content hashes of its files."""
+"""A training run's checkpoints, found the same way by evaluate and ablate (`run=DIR` or
+`ckpt=FILE`, best falling back to last), and content hashes of files."""
 
 from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dfablate.errors import UserError
 
 CHECKPOINT_CHOICES = ("best", "last")
 HASH_BLOCK_BYTES = 1 << 20  # files are hashed in 1 MiB blocks, never read whole
-RUN_DIR_SEARCH_DEPTH = 4  # a run's CSV lies at most <run>/eval/<dataset>/ deep (plus one)
 
 
 def file_sha1(path: str | Path) -> str:
@@ -61,37 +58,3 @@ def resolve_checkpoint(
     if path.stem != which:
         warnings.warn(f"{run_dir}: no {which}.ckpt, using last.ckpt", stacklevel=2)
     return path, run_dir
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What Hydra recorded for a run: its training config (unresolved) and group choices."""
-
-    run_dir: Path
-    config: dict[str, Any] = field(default_factory=dict)
-    choices: dict[str, str] = field(default_factory=dict)
-
-
-def read_run_config(run_dir: Path) -> RunConfig | None:
-    """The run's `.hydra/config.yaml` and `hydra.yaml` choices; None when not recorded."""
-    from omegaconf import OmegaConf
-
-    config_path = run_dir / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        return None
-    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
-    hydra_path = run_dir / ".hydra" / "hydra.yaml"
-    choices: dict[str, str] = {}
-    if hydra_path.is_file():
-        found = OmegaConf.select(OmegaConf.load(hydra_path), "hydra.runtime.choices")
-        if found is not None:
-            choices = {k: str(v) for k, v in OmegaConf.to_container(found).items()}
-    return RunConfig(run_dir, config, choices)
-
-
-def find_run_config(path: Path) -> RunConfig | None:
-    """The recorded config of the run a file belongs to: the nearest run folder above it."""
-    for parent in list(path.parents)[:RUN_DIR_SEARCH_DEPTH]:
-        if (recorded := read_run_config(parent)) is not None:
-            return recorded
-    return None

@@ -50,7 +50,9 @@ def csv_columns(metrics: Sequence[str] = METRICS) -> tuple[str, ...]:
 COLUMNS = csv_columns(METRICS)
 AUDIO_SUFFIXES = (".wav", ".flac")
 
-Pair = tuple[str, "Path | None", "Path | None"]  # (name, clean, enhanced); None: file missing
+CleanEnhancedPair = tuple[
+    str, "Path | None", "Path | None"
+]  # (name, clean, enhanced); None: file missing
 Row = dict[str, Any]  # {"file": name, <metric>: float (NaN: not scored), "error": "" or why}
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class PairError(UserError):
     """A pair of files that cannot be scored together (missing side, channels, rates)."""
 
 
-def pair_files(clean: str | Path, enhanced: str | Path) -> list[Pair]:
+def pair_files(clean: str | Path, enhanced: str | Path) -> list[CleanEnhancedPair]:
     """One pair, named after the enhanced file."""
     clean, enhanced = Path(clean), Path(enhanced)
     return [(enhanced.name, clean, enhanced)]
@@ -72,7 +74,7 @@ def _audio_files(directory: Path) -> dict[str, Path]:
     }
 
 
-def pair_directories(clean_dir: str | Path, enhanced_dir: str | Path) -> list[Pair]:
+def pair_directories(clean_dir: str | Path, enhanced_dir: str | Path) -> list[CleanEnhancedPair]:
     """Pairs of audio files (.wav, .flac) with the same name in the two directories.
 
     A file present on one side only is kept with None for the other side (it becomes an error
@@ -84,7 +86,7 @@ def pair_directories(clean_dir: str | Path, enhanced_dir: str | Path) -> list[Pa
     return [(name, clean_files.get(name), enhanced_files.get(name)) for name in names]
 
 
-def find_pairs(clean: str | Path, enhanced: str | Path) -> list[Pair]:
+def find_clean_enhanced_pairs(clean: str | Path, enhanced: str | Path) -> list[CleanEnhancedPair]:
     """Pairs for two files or two directories; UserError naming the path for anything else."""
     clean, enhanced = Path(clean), Path(enhanced)
     for label, path in (("CLEAN", clean), ("ENHANCED", enhanced)):
@@ -147,7 +149,7 @@ def failed_row(name: str, error: str, metrics: Sequence[str] = METRICS) -> Row:
     return {"file": name, **dict.fromkeys(metrics, math.nan), "error": error}
 
 
-def score_row(pair: Pair, metrics: Sequence[str] = METRICS) -> tuple[Row, str | None]:
+def score_row(pair: CleanEnhancedPair, metrics: Sequence[str] = METRICS) -> tuple[Row, str | None]:
     """The CSV row of one pair and, for an unexpected failure, its traceback (for -v)."""
     name, clean, enhanced = pair
     try:
@@ -214,7 +216,7 @@ def scoring_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
 
 
 def _score_in_processes(
-    pairs: Sequence[Pair],
+    pairs: Sequence[CleanEnhancedPair],
     jobs: int,
     on_row: Callable[[Row, str | None], None],
     metrics: Sequence[str],
@@ -341,12 +343,12 @@ class MetricsCsv:
         return (row["file"], *(_format_float(row[m]) for m in self.metrics), row["error"])
 
 
-def _modified_after(pair: Pair, time_ns: int) -> bool:
+def _modified_after(pair: CleanEnhancedPair, time_ns: int) -> bool:
     return any(p is not None and p.exists() and p.stat().st_mtime_ns > time_ns for p in pair[1:])
 
 
 def load_finished_rows(
-    out_csv: Path, pairs: Sequence[Pair], metrics: Sequence[str] = METRICS
+    out_csv: Path, pairs: Sequence[CleanEnhancedPair], metrics: Sequence[str] = METRICS
 ) -> dict[str, Row]:
     """Rows of `out_csv` that a new run can keep: scored without error, for a pair in `pairs`,
     whose files have not changed since the CSV was written."""
@@ -415,7 +417,7 @@ def output_lock(out_csv: Path, option: str = "--out") -> Iterator[None]:
 
 
 def score_pairs_to_csv(
-    pairs: Sequence[Pair],
+    pairs: Sequence[CleanEnhancedPair],
     out_csv: str | Path,
     jobs: int | None = None,
     progress: bool = True,
@@ -455,7 +457,7 @@ def score_pairs_to_csv(
 
 
 def _score_missing(
-    pairs: Sequence[Pair],
+    pairs: Sequence[CleanEnhancedPair],
     rows: dict[str, Row],
     results: MetricsCsv,
     jobs: int | None,

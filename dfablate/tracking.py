@@ -51,6 +51,27 @@ def wandb_mode(requested: str = "auto") -> str:
     return mode
 
 
+def follow_run(given: Mapping[str, Any], logger: Mapping[str, Any] | None) -> dict[str, Any]:
+    """W&B settings (mode, project, entity) of a stage that follows a training run, whose
+    logger config is `logger` (None: unknown). What is given wins; a null mode follows the run
+    (no W&B logger there, none here; unknown: auto); a null project is the run's, else dfablate."""
+    train_wandb = (logger or {}).get("wandb") or {}
+    mode = given.get("mode")
+    if mode is None:
+        mode = (
+            "auto"
+            if logger is None
+            else train_wandb.get("mode", "auto")
+            if train_wandb
+            else "disabled"
+        )
+    return {
+        "mode": mode,
+        "project": given.get("project") or train_wandb.get("project") or "dfablate",
+        "entity": given.get("entity") or train_wandb.get("entity"),
+    }
+
+
 def run_id(run_dir: str | Path) -> str:
     """The W&B run id of `run_dir`: created once, then reused so a resumed run continues it."""
     path = Path(run_dir) / "wandb" / RUN_ID_FILE

@@ -14,14 +14,15 @@ import logging
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
-from dfablate.config import config_dir_overrides
 from dfablate.errors import Interrupted, UserError
 
 COMMANDS = (
     "train", "evaluate", "compare", "ablate", "score", "features", "data", "wandb-report",
 )  # fmt: skip
 VERBOSE_FLAGS = ("-v", "--verbose")
+CONFIG_DIR_OPTIONS = ("--config-dir", "-cd")
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
@@ -40,6 +41,34 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"dfablate.cli.{name.replace('-', '_')}").add_parser(subparsers)
     return parser
+
+
+def config_dir_overrides(arguments: list[str]) -> list[str]:
+    """`arguments` with each `--config-dir DIR` (or `-cd DIR`, `--config-dir=DIR`) turned into
+    a `hydra.searchpath` override, so that composing (evaluate, ablate, train's checks) and
+    running Hydra see the same folders. A folder that does not exist is refused."""
+    folders: list[Path] = []
+    rest: list[str] = []
+    items = iter(arguments)
+    for argument in items:
+        option, has_value, value = argument.partition("=")
+        if option not in CONFIG_DIR_OPTIONS:
+            rest.append(argument)
+            continue
+        if not has_value:
+            value = next(items, "")
+        if not value:
+            raise UserError(f"{option}: give a config folder")
+        folder = Path(value).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"{option} {value}: config folder not found")
+        folders.append(folder.resolve())
+    if not folders:
+        return rest
+    if any(r.lstrip("+~").startswith("hydra.searchpath=") for r in rest):
+        raise UserError("give config folders either with --config-dir or with hydra.searchpath")
+    paths = ",".join(f"file://{folder}" for folder in folders)
+    return [*rest, f"hydra.searchpath=[{paths}]"]
 
 
 def _take_verbose(argv: list[str]) -> tuple[list[str], bool]:

@@ -119,15 +119,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print_summary(comparison, paths["report"])
     if publisher is not None:
-        print(report_message(publisher))
+        print(publisher.message())
     return 0
-
-
-def report_message(publisher) -> str:
-    """Where the W&B Report went: its URL, or its spec and how to push it."""
-    if publisher.url:
-        return f"W&B Report: {publisher.url}"
-    return (
-        f"W&B Report spec: {publisher.spec_path} (after `wandb sync`, publish it with "
-        f"`dfablate wandb-report push {publisher.spec_path.parent}`)"
-    )

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dfablate.config import CONFIG_PACKAGE, compose_config, config_file
-
 HIDDEN_TOP_KEYS = ("hydra",)  # Hydra's own settings: see `dfablate train --cfg hydra`
 # the one Hydra group a user picks, for the config that runs jobs (sweeps, SLURM)
 LISTED_HYDRA_GROUPS = {"train": ("hydra/launcher",)}
@@ -101,6 +99,8 @@ def yaml_comments(text: str, package: str) -> dict[str, str]:
 
 def _search_dirs(cfg: Any) -> list[Path]:
     """The shipped config folder, then the user folders of `hydra.searchpath`."""
+    from dfablate.config import config_file
+
     user = [str(p)[len("file://") :] for p in cfg.hydra.searchpath if str(p).startswith("file://")]
     return [Path(str(config_file(""))), *(Path(p) for p in user)]
 
@@ -112,7 +112,7 @@ def _composition(config_name: str, overrides: list[str]) -> tuple[list[Group], l
     from hydra.errors import HydraException
     from hydra.types import RunMode
 
-    from dfablate.config import as_user_error
+    from dfablate.config import CONFIG_PACKAGE, as_user_error
 
     try:
         with initialize_config_module(CONFIG_PACKAGE, version_base="1.3"):
@@ -151,6 +151,8 @@ def config_listing(config_name: str, overrides: list[str]) -> Listing:
     """The groups and options of `<config_name>.yaml` composed with `overrides`."""
     from omegaconf import OmegaConf
 
+    from dfablate.config import compose_config
+
     cfg = compose_config(config_name, overrides)
     groups, defaults = _composition(config_name, overrides)
     comments = _comments(defaults, _search_dirs(cfg))
@@ -169,6 +171,7 @@ def ablate_listing(overrides: list[str]) -> Listing:
     from omegaconf import OmegaConf
 
     from dfablate.ablate import ablation_config
+    from dfablate.config import config_file
 
     _, settings, train_overrides, _ = ablation_config(overrides)
     listing = config_listing("train", train_overrides)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfablate.errors import UserError
+from dfablate.errors import Interrupted, UserError
 
 MAX_LISTED_FAILURES = 10
 
@@ -111,24 +111,20 @@ def warn_narrow_band(pairs) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dfablate.metrics import METRICS, parse_metrics
-    from dfablate.scoring import find_pairs, score_pairs_to_csv
+    from dfablate.scoring import find_clean_enhanced_pairs, score_pairs_to_csv
 
     try:
         metrics = parse_metrics(args.metrics) if args.metrics is not None else METRICS
     except UserError as exc:
         raise UserError(f"--metrics {args.metrics}: {exc}") from None
-    pairs = find_pairs(args.clean, args.enhanced)
+    pairs = find_clean_enhanced_pairs(args.clean, args.enhanced)
     warn_narrow_band(pairs)
     try:
         frame = score_pairs_to_csv(
             pairs, args.out, jobs=args.jobs, progress=True, metrics=metrics, force=args.force
         )
     except KeyboardInterrupt:
-        print(
-            f"interrupted: finished rows are kept in {args.out}; rerun to resume",
-            file=sys.stderr,
-        )
-        return 130
+        raise Interrupted(f"finished rows are kept in {args.out}; rerun to resume") from None
     print_summary(frame, args.out)
     if (frame["error"] == "").sum() == 0:
         print("error: no file could be scored", file=sys.stderr)

@@ -9,7 +9,7 @@ All metrics are "higher is better".
 
 - `results`: `RunMetrics` (one run's scores) and `Comparison` (the outcome);
 - `design`: the primary endpoint, margins (`MARGINS`), pairing and contrasts (`parse_design`);
-- `loading`: metrics CSVs, gains, run identities and variant names (`load_runs`);
+- `loading`: metrics CSVs, gains, records, variant keys and variant names (`load_runs`);
 - `stats`: `compare_runs` and its tests;
 - `report`: tables, figures, `report.md`, the terminal summary;
 - `wandb_log`: the comparison's W&B run.

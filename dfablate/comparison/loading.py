@@ -1,5 +1,5 @@
-"""Loading evaluated runs for a comparison: their metrics CSVs, input gains, identities
-(config, else summary.json, else folder name) and variant names."""
+"""Loading evaluated runs for a comparison: their metrics CSVs, input gains, records
+(`EvalRecord`, `RunRecord`), variant keys and variant names."""
 
 from __future__ import annotations
 
@@ -8,32 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfablate.comparison.results import (
-    EVAL_DATASET,
-    EVAL_FOLDER,
-    NOT_IDENTITY,
-    RUN_NAME,
-    TRAIN_GAINS,
-    RunMetrics,
-)
+from dfablate.comparison.results import EVAL_DATASET, EVAL_FOLDER, RunMetrics
 from dfablate.errors import UserError
-from dfablate.runs import find_run_config
+from dfablate.records import RUN_NAME, TRAIN_GAINS, EvalRecord, read_summary
 
 
 def _eval_gain(eval_dir: Path, folder_gain: float = 0.0) -> float:
     """The input gain of an evaluation: summary.json's `input_gain_db`, else the folder's."""
-    summary = _read_summary(eval_dir)
+    summary = read_summary(eval_dir)
     return float(summary.get("input_gain_db", folder_gain))
-
-
-def _read_summary(eval_dir: Path) -> dict:
-    path = eval_dir / "summary.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read evaluation summary ({exc})") from exc
 
 
 def _find_evaluations(path: Path, dataset: str | None) -> tuple[dict[float, Path], bool]:
@@ -126,42 +109,16 @@ def _choose_gains(
     return common, left_out
 
 
-def _flatten(config, prefix: str = "") -> dict[str, str]:
-    if isinstance(config, dict):
-        flat = {}
-        for key, value in config.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: config if isinstance(config, str) else json.dumps(config)}
-
-
-def _excluded(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in NOT_IDENTITY)
-
-
-def _identity(
-    config: dict, summary: dict, folder_norm: str | None, dataset_name: str | None
-) -> dict[str, str]:
-    """What a run is, seed and input gain left out: its config (minus keys that change neither
-    the model nor the test), else what its summary.json records, else its folder's norm."""
-    if config:
-        identity = {k: v for k, v in config.items() if not _excluded(k)}
-        gains = json.loads(identity.get(TRAIN_GAINS, "null")) or [0]
-        gains = gains if isinstance(gains, list) else [gains]
-        identity[TRAIN_GAINS] = json.dumps([float(g) for g in gains])
-    elif summary.get("label"):
-        identity = {"label": str(summary["label"])}
-    else:
-        identity = {
-            key: str(summary[name])
-            for key, name in (("norm.name", "norm"), ("model.arch", "arch"), ("name", "experiment"))
-            if summary.get(name) is not None
-        }
-        if folder_norm and "norm.name" not in identity:
-            identity["norm.name"] = folder_norm
-    if dataset_name is not None and identity:
-        identity[EVAL_DATASET] = EVAL_FOLDER.match(dataset_name)["base"]
-    return identity
+def _variant_key(evaluation: EvalRecord) -> dict[str, str]:
+    """The run's variant key, plus the dataset it was evaluated on (when the key says anything)."""
+    key = dict(evaluation.run.variant_key)
+    dataset_name = (evaluation.dataset or {}).get("name")
+    csv_path = evaluation.metrics_csv
+    if dataset_name is None and csv_path.parent.parent.name == "eval":
+        dataset_name = csv_path.parent.name
+    if dataset_name is not None and key:
+        key[EVAL_DATASET] = EVAL_FOLDER.match(dataset_name)["base"]
+    return key
 
 
 def _default_label(csv_path: Path) -> str:
@@ -196,40 +153,17 @@ def read_scores(csv_path: Path) -> pd.DataFrame:
 
 
 def load_evaluation(csv_path: Path, gain_db: float, label: str | None = None) -> RunMetrics:
-    """One metrics CSV with its run's identity (config, else summary.json, else folder name)."""
-    recorded = find_run_config(csv_path)
-    run_dir = recorded.run_dir if recorded else None
-    config = _flatten(recorded.config) if recorded else {}
-    choices = recorded.choices if recorded else {}
-    summary = _read_summary(csv_path.parent)
-    seed = config.get("seed", summary.get("seed"))
-    run_name, folder_norm = (run_dir.name if run_dir is not None else None), None
-    if run_dir is None:
-        for parent in [csv_path.parent, *csv_path.parents][:4]:
-            match = RUN_NAME.match(parent.name)
-            if match:
-                run_name, folder_norm = parent.name, match["norm"]
-                seed = match["seed"] if seed is None else seed
-                break
-    dataset = summary.get("dataset")
-    dataset_name = (dataset or {}).get("name")
-    if dataset_name is None and csv_path.parent.parent.name == "eval":
-        dataset_name = csv_path.parent.name
-    experiment = config.get("name", summary.get("experiment"))
+    """One metrics CSV with its records (the run it lies in, the summary.json beside it)."""
+    evaluation = EvalRecord.from_dir(csv_path.parent, csv_path)
+    run = evaluation.run
+    run_name = run.name if run.from_config or RUN_NAME.match(run.name) else None
     return RunMetrics(
-        label=label or run_name or summary.get("label") or _default_label(csv_path),
+        label=label or run_name or run.label or _default_label(csv_path),
         variant="",
-        seed=None if seed in (None, "null") else int(seed),
-        csv_path=csv_path,
+        evaluation=evaluation,
         scores=read_scores(csv_path),
         gain_db=gain_db,
-        identity=_identity(config, summary, folder_norm, dataset_name),
-        choices=choices,
-        dataset=dataset,
-        noisy=summary.get("noisy"),
-        experiment=None if experiment in (None, "null") else str(experiment),
-        scored_at=summary.get("scored_at"),
-        has_summary=bool(summary),
+        variant_key=_variant_key(evaluation),
     )
 
 
@@ -322,12 +256,12 @@ def _run_dir_of(run: RunMetrics) -> Path:
 
 
 def _name_variants(runs: list[RunMetrics], labels: list[str] | None) -> None:
-    """Set each run's variant (and make labels unique): by label, else by identity."""
+    """Set each run's variant (and make labels unique): by label, else by variant key."""
     if labels:
         by_label: dict[str, RunMetrics] = {}
         for run in runs:
             first = by_label.setdefault(run.label, run)
-            differs = _differing_keys([first.identity, run.identity])
+            differs = _differing_keys([first.variant_key, run.variant_key])
             if differs:
                 raise UserError(
                     f"--label {run.label} names runs that differ in more than the seed "
@@ -341,7 +275,7 @@ def _name_variants(runs: list[RunMetrics], labels: list[str] | None) -> None:
         _make_labels_unique(runs)
         groups: dict[str, list[RunMetrics]] = {}
         for run in runs:
-            key = json.dumps(run.identity or {"label": run.label}, sort_keys=True)
+            key = json.dumps(run.variant_key or {"label": run.label}, sort_keys=True)
             groups.setdefault(key, []).append(run)
         if len(groups) < 2:  # nothing tells the runs apart but their seed or name
             groups = {run.label: [run] for run in runs}
@@ -356,23 +290,23 @@ def _make_labels_unique(runs: list[RunMetrics]) -> None:
         run.label = label
 
 
-def _differing_keys(identities: list[dict]) -> list[str]:
-    keys = sorted(set().union(*identities))
-    return [k for k in keys if len({ident.get(k) for ident in identities}) > 1]
+def _differing_keys(keys: list[dict]) -> list[str]:
+    names = sorted(set().union(*keys))
+    return [n for n in names if len({key.get(n) for key in keys}) > 1]
 
 
 def _variant_names(representatives: list[RunMetrics]) -> list[str]:
     """Name each variant by what sets it apart: norm, then the config group choices or values
     that differ (`fixed/dfn2`), training gains, experiment, evaluation dataset. Runs known only
     by a label (a plain CSV, an upstream model) keep it."""
-    configured = [r for r in representatives if r.identity and "label" not in r.identity]
-    differs = _differing_keys([r.identity for r in configured]) if len(configured) > 1 else []
+    configured = [r for r in representatives if r.variant_key and "label" not in r.variant_key]
+    differs = _differing_keys([r.variant_key for r in configured]) if len(configured) > 1 else []
     names = []
     for run in representatives:
         if run not in configured:
-            names.append(run.identity.get("label", run.label))
+            names.append(run.variant_key.get("label", run.label))
         elif not differs:
-            names.append(run.identity.get("norm.name", run.label))
+            names.append(run.variant_key.get("norm.name", run.label))
         else:
             names.append("/".join(_name_parts(run, differs, configured)))
     return _unique(names)
@@ -386,8 +320,8 @@ NOT_NAMING_GROUPS = ("norm", "experiment", "logger", "callbacks", "optim")
 def _group_choices(run: RunMetrics) -> dict[str, str]:
     """The run's config group choices that can define a variant (model, data, trainer, ...)."""
     choices = {g: c for g, c in run.choices.items() if g not in NOT_NAMING_GROUPS and "/" not in g}
-    if "model" not in choices and "model.arch" in run.identity:
-        choices["model"] = run.identity["model.arch"]
+    if "model" not in choices and "model.arch" in run.variant_key:
+        choices["model"] = run.variant_key["model.arch"]
     return choices
 
 
@@ -405,20 +339,20 @@ def _name_parts(run: RunMetrics, differs: list[str], configured: list[RunMetrics
 
     def explained(key: str) -> bool:  # the same value wherever the choices are the same
         values: dict[tuple, str | None] = {}
-        return all(values.setdefault(chosen(r), r.identity.get(key)) == r.identity.get(key)
+        return all(values.setdefault(chosen(r), r.variant_key.get(key)) == r.variant_key.get(key)
                    for r in configured)  # fmt: skip
 
     special = ("norm.name", TRAIN_GAINS, "name", EVAL_DATASET)
-    parts = [run.identity.get("norm.name", "-")] if "norm.name" in differs else []
+    parts = [run.variant_key.get("norm.name", "-")] if "norm.name" in differs else []
     parts += [_group_choices(run).get(g, "-") for g in groups]
     parts += [
-        f"{key.split('.')[-1]}={run.identity.get(key, '-')}"
+        f"{key.split('.')[-1]}={run.variant_key.get(key, '-')}"
         for key in differs
         if key not in special and not (groups and explained(key))
     ]
     if TRAIN_GAINS in differs:
-        parts.append(f"train gains {_gains_text(run.identity[TRAIN_GAINS])}")
-    parts += [run.identity.get(key, "-") for key in ("name", EVAL_DATASET) if key in differs]
+        parts.append(f"train gains {_gains_text(run.variant_key[TRAIN_GAINS])}")
+    parts += [run.variant_key.get(key, "-") for key in ("name", EVAL_DATASET) if key in differs]
     return parts
 
 
@@ -435,18 +369,18 @@ def _unique(names: list[str]) -> list[str]:
     return unique
 
 
-def describe_identity(run: RunMetrics) -> dict[str, str]:
-    """The headline of a run's identity for the report: norm, model, data, experiment, training
-    gains, evaluation dataset, input gain (what is unknown is left out)."""
-    ident, choices = run.identity, run.choices
+def describe_variant(run: RunMetrics) -> dict[str, str]:
+    """What defines a run's variant, for the report: norm, model, data, experiment, training
+    gains, evaluation dataset (what is unknown is left out)."""
+    key, choices = run.variant_key, run.choices
     described = {
-        "norm": ident.get("norm.name"),
-        "model": choices.get("model") or ident.get("model.arch"),
+        "norm": key.get("norm.name"),
+        "model": choices.get("model") or key.get("model.arch"),
         "data": choices.get("data"),
-        "experiment": ident.get("name"),
-        "training gains": _gains_text(ident[TRAIN_GAINS]) if TRAIN_GAINS in ident else None,
-        "eval dataset": ident.get(EVAL_DATASET),
-        "source": ident.get("label"),
+        "experiment": key.get("name"),
+        "training gains": _gains_text(key[TRAIN_GAINS]) if TRAIN_GAINS in key else None,
+        "eval dataset": key.get(EVAL_DATASET),
+        "source": key.get("label"),
     }
     return {k: v for k, v in described.items() if v is not None}
 

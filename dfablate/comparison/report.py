@@ -313,7 +313,7 @@ def spread_notes(summary: pd.DataFrame) -> list[str]:
 
 
 def write_report(comparison: Comparison, out_dir: Path, figures: list[Path]) -> Path:
-    """report.md: inputs and identities, files left out, the seed-aware headline per condition,
+    """report.md: inputs and what defines each variant, files left out, the seed-aware headline per condition,
     per-file statistics, robustness, per-seed means, the method, figures."""
     c = comparison
     lines = [f"# Comparison: {', '.join(c.variants[1:])} vs {c.baseline} (baseline A)", ""]
@@ -328,7 +328,8 @@ def write_report(comparison: Comparison, out_dir: Path, figures: list[Path]) -> 
                     sorted({str(r.seed) for r in c.runs if r.variant == v and r.seed is not None})
                 )
                 or "n/a",
-                "identity": "; ".join(f"{k}: {val}" for k, val in c.identities[v].items()) or "-",
+                "defined by": "; ".join(f"{k}: {val}" for k, val in c.definitions[v].items())
+                or "-",
             }
             for v in c.variants
         ]

@@ -1,5 +1,5 @@
 """What a comparison is made of: one run's per-file scores (`RunMetrics`) and the result
-(`Comparison`), with the names and patterns that identify runs and evaluations."""
+(`Comparison`), with the patterns of evaluation folder names."""
 
 from __future__ import annotations
 
@@ -10,47 +10,66 @@ from pathlib import Path
 import pandas as pd
 
 from dfablate.comparison.design import Design
+from dfablate.records import EvalRecord, RunRecord
 
-RUN_NAME = re.compile(r"^(?P<norm>[A-Za-z0-9_]+)-seed(?P<seed>\d+)$")
 EVAL_FOLDER = re.compile(r"^(?P<base>.+?)(?:@(?P<gain>[+-]\d+(?:\.\d+)?)dB)?$")
 DB_METRICS = ("ssnr", "sisdr")  # no meaningful zero: no relative differences for these
 NO_RELATIVE = "no relative figure on a dB scale (no meaningful zero)"
-# config keys that do not change the trained model or the test: left out of a run's identity
-NOT_IDENTITY = (
-    "seed", "output_root", "resume", "ckpt_path", "num_threads", "validate_first",
-    "val_metric_utterances", "logger", "callbacks.media", "callbacks.progress_bar",
-    "callbacks.checkpoints.every_n_train_steps", "data.cache_dir", "data.root",
-    "data.num_workers", "data.pin_memory", "data.preload", "model.compile", "runs_per_device",
-    "trainer.accelerator", "trainer.devices",
-    "trainer.num_nodes", "trainer.strategy", "trainer.log_every_n_steps",
-    "trainer.enable_progress_bar", "ablate", "hydra",
-)  # fmt: skip
-TRAIN_GAINS = "data.gains_db"  # training gain augmentation; missing means none ([0])
-EVAL_DATASET = "eval dataset"
+EVAL_DATASET = "eval dataset"  # the variant key's entry for the test set
 
 
 @dataclass
 class RunMetrics:
-    """One evaluation of one run (at one input gain): its per-file scores and its identity."""
+    """One evaluation of one run (at one input gain) in a comparison: its per-file scores, its
+    variant key (the run's, plus the evaluation dataset) and the variant it was put in."""
 
     label: str
     variant: str
-    seed: int | None
-    csv_path: Path
+    evaluation: EvalRecord
     scores: pd.DataFrame  # index: file; columns: metrics (float, NaN where scoring failed)
     gain_db: float = 0.0  # input gain of the evaluation
-    identity: dict = field(default_factory=dict)  # what the run is, seed and gain left out
-    choices: dict = field(default_factory=dict)  # Hydra config group choices (model: dfn3, ...)
-    dataset: dict | None = None  # the `dataset` entry of summary.json next to the CSV, if any
-    noisy: dict | None = None  # mean scores of the unprocessed input, from summary.json
-    experiment: str | None = None  # the training config's `name`, when known
-    scored_at: str | None = None  # summary.json's `scored_at` ("reference"); None: older or bare
-    has_summary: bool = False  # a summary.json lies next to the CSV
+    variant_key: dict[str, str] = field(default_factory=dict)  # what the run is, seed left out
 
     @property
     def where(self) -> str:
         """The label, with the input gain when it is not 0 dB."""
         return self.label + gain_suffix(self.gain_db)
+
+    @property
+    def run(self) -> RunRecord:
+        return self.evaluation.run
+
+    @property
+    def seed(self) -> int | None:
+        return self.evaluation.run.seed
+
+    @property
+    def csv_path(self) -> Path:
+        return self.evaluation.metrics_csv
+
+    @property
+    def choices(self) -> dict[str, str]:
+        return self.evaluation.run.choices
+
+    @property
+    def dataset(self) -> dict | None:
+        return self.evaluation.dataset
+
+    @property
+    def noisy(self) -> dict | None:
+        return self.evaluation.noisy
+
+    @property
+    def experiment(self) -> str | None:
+        return self.evaluation.run.experiment
+
+    @property
+    def scored_at(self) -> str | None:
+        return self.evaluation.scored_at
+
+    @property
+    def has_summary(self) -> bool:
+        return self.evaluation.has_summary
 
 
 @dataclass
@@ -60,7 +79,7 @@ class Comparison:
     runs: list[RunMetrics]  # every evaluation: run x input gain
     baseline: str
     variants: list[str]
-    identities: dict[str, dict[str, str]]  # variant -> what defines it, for the report
+    definitions: dict[str, dict[str, str]]  # variant -> what defines it, for the report
     gains: list[float]  # input gains compared, each its own condition
     metrics: list[str]
     files: list[str]  # files present in every evaluation

@@ -14,7 +14,7 @@ import pandas as pd
 
 from dfablate.comparison import seed_stats
 from dfablate.comparison.design import Design, resolve_contrasts
-from dfablate.comparison.loading import describe_identity
+from dfablate.comparison.loading import describe_variant
 from dfablate.comparison.results import DB_METRICS, Comparison, RunMetrics
 from dfablate.errors import UserError
 
@@ -127,8 +127,8 @@ def compare_runs(
         runs=runs,
         baseline=variants[0],
         variants=variants,
-        identities={
-            v: describe_identity(next(r for r in runs if r.variant == v)) for v in variants
+        definitions={
+            v: describe_variant(next(r for r in runs if r.variant == v)) for v in variants
         },
         gains=gains,
         metrics=metrics,

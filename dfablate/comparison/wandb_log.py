@@ -56,7 +56,7 @@ def _log_comparison(
     config = {
         "baseline": comparison.baseline,
         "variants": comparison.variants,
-        "identities": comparison.identities,
+        "definitions": comparison.definitions,
         "input_gains_db": comparison.gains,
         "runs": [
             {
@@ -71,7 +71,7 @@ def _log_comparison(
         "n_files": len(comparison.files),
         "left_out_files": list(comparison.only_in),
     }
-    norms = {r.identity.get("norm.name") for r in comparison.runs} - {None}
+    norms = {r.variant_key.get("norm.name") for r in comparison.runs} - {None}
     run = init_wandb(
         out_dir, config, project=project, group=group, job_type="compare", mode=mode,
         tags=[f"norm:{n}" for n in sorted(norms)],

@@ -17,18 +17,19 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dfablate.audio import MAX_GAIN_DB, is_gain_db, load_audio
-from dfablate.data.mini import MARKER, MINI_VERSION, default_cache_dir, ensure_mini, mini_root
+from dfablate.data.mini import MARKER, MINI_VERSION, ensure_mini, mini_root
 from dfablate.data.preload import PreloadedAudio, check_choice, check_preload_fits, estimate_bytes
 from dfablate.data.valentini import (
-    Pair,
+    CleanNoisyPair,
     check_pairs,
     evenly_spread,
-    find_pairs,
+    find_clean_noisy_pairs,
     rate_note,
     split_by_speakers,
     split_dirs,
 )
 from dfablate.errors import UserError
+from dfablate.paths import default_cache_dir
 
 _GAIN_STREAM = 1  # separates the gain draw's random stream from the crop's
 
@@ -45,7 +46,7 @@ class PairedWaveDataset(Dataset):
 
     def __init__(
         self,
-        pairs: Sequence[Pair],
+        pairs: Sequence[CleanNoisyPair],
         sample_rate: int,
         crop_samples: int | None = None,
         seed: int = 0,
@@ -107,7 +108,7 @@ class PreloadedPairDataset(PairedWaveDataset):
 
     def __init__(
         self,
-        pairs: Sequence[Pair],
+        pairs: Sequence[CleanNoisyPair],
         audio: PreloadedAudio,
         sample_rate: int,
         crop_samples: int | None = None,
@@ -231,12 +232,12 @@ class ValentiniDataModule(L.LightningDataModule):
         self.val_set: PairedWaveDataset | None = None
         self.test_set: PairedWaveDataset | None = None
 
-    def training_pairs(self) -> tuple[list[Pair], list[Pair]]:
+    def training_pairs(self) -> tuple[list[CleanNoisyPair], list[CleanNoisyPair]]:
         """(train, validation) pairs, from the folder listing alone (no file is opened): a
         missing dataset or unknown `val_speakers` fail here, before a run writes anything."""
         where = split_dirs(self.root, "train")[0]
         train, val = split_by_speakers(
-            find_pairs(self.root, "train"), self.val_speakers, where=where
+            find_clean_noisy_pairs(self.root, "train"), self.val_speakers, where=where
         )
         return train, evenly_spread(val, self.val_max_files)
 
@@ -252,7 +253,7 @@ class ValentiniDataModule(L.LightningDataModule):
             else:
                 self.train_set, self.val_set = self._preloaded(train, val)
         if stage in (None, "test") and self.test_set is None:
-            test = find_pairs(self.root, "test")
+            test = find_clean_noisy_pairs(self.root, "test")
             self._check(test, "test")
             self.test_set = PairedWaveDataset(test, self.sample_rate)
 
@@ -264,7 +265,7 @@ class ValentiniDataModule(L.LightningDataModule):
         return torch.device("cpu")
 
     def _preloaded(
-        self, train: list[Pair], val: list[Pair]
+        self, train: list[CleanNoisyPair], val: list[CleanNoisyPair]
     ) -> tuple[PreloadedPairDataset, PreloadedPairDataset]:
         device = self.preload_device()
         check_preload_fits(self.preload, estimate_bytes(train + val, self.sample_rate), device)
@@ -277,7 +278,7 @@ class ValentiniDataModule(L.LightningDataModule):
             )
         return sets[0], sets[1]
 
-    def _check(self, pairs: list[Pair], split: str) -> None:
+    def _check(self, pairs: list[CleanNoisyPair], split: str) -> None:
         """Fail early on bad files; warn once about resampling and down-mixing."""
         check = check_pairs(pairs)
         if check.problems:
@@ -395,7 +396,7 @@ def check_preload_config(data: Mapping, accelerator: str | None) -> None:
     where = split_dirs(root, "train")[0]
     speakers = data.get("val_speakers") or ()
     speakers = (speakers,) if isinstance(speakers, str) else tuple(speakers)
-    train, val = split_by_speakers(find_pairs(root, "train"), speakers, where=where)
+    train, val = split_by_speakers(find_clean_noisy_pairs(root, "train"), speakers, where=where)
     val = evenly_spread(val, data.get("val_max_files"))
     on_gpu = accelerator != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")

@@ -23,7 +23,7 @@ from urllib.request import Request, urlopen
 
 from rich.console import Console
 
-from dfablate.data.valentini import OFFICIAL_PAIR_COUNTS, SPLIT_DIRS, find_pairs
+from dfablate.data.valentini import OFFICIAL_PAIR_COUNTS, SPLIT_DIRS, find_clean_noisy_pairs
 from dfablate.errors import UserError
 from dfablate.progress import progress_bar
 
@@ -212,7 +212,7 @@ def _download(
             zip_path.unlink()
     counts = {}
     for split in splits:
-        counts[split] = len(find_pairs(root, split))
+        counts[split] = len(find_clean_noisy_pairs(root, split))
         expected = expected_pairs.get(split)
         complete = expected is None or counts[split] == expected
         manifest["splits"][split] = {"pairs": counts[split], "expected": expected, "ok": complete}

@@ -23,6 +23,7 @@ import soundfile as sf
 from dfablate.audio import load_audio
 from dfablate.data.valentini import SPLIT_DIRS, VALENTINI_RATE
 from dfablate.errors import UserError
+from dfablate.paths import default_cache_dir
 
 MINI_VERSION = 1  # bump when the recipe changes, so cached corpora are rebuilt
 CLIPS_DIR = Path(__file__).parent / "clips"
@@ -52,14 +53,6 @@ GAP_S = 0.3  # silence between concatenated clips of one speaker
 LEVEL_DBFS = (-32.0, -22.0)  # active speech level of the clean files
 BABBLE_TALKERS = 4
 MARKER = "mini.json"
-
-
-def default_cache_dir() -> Path:
-    """$DFABLATE_CACHE, else $XDG_CACHE_HOME/dfablate, else ~/.cache/dfablate."""
-    if env := os.environ.get("DFABLATE_CACHE"):
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dfablate"
 
 
 def _frame_power(x: np.ndarray, frame: int) -> np.ndarray:

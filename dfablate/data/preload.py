@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 from dfablate.audio import load_audio
-from dfablate.data.valentini import Pair
+from dfablate.data.valentini import CleanNoisyPair
 from dfablate.errors import UserError
 
 PRELOAD_CHOICES = ("none", "host", "device")
@@ -46,7 +46,7 @@ def _keeps_int16(info: sf._SoundFileInfo, sample_rate: int) -> bool:
     return info.subtype == "PCM_16" and info.channels == 1 and info.samplerate == sample_rate
 
 
-def estimate_bytes(pairs: Sequence[Pair], sample_rate: int) -> int:
+def estimate_bytes(pairs: Sequence[CleanNoisyPair], sample_rate: int) -> int:
     """Bytes the preloaded audio of `pairs` (clean and noisy) takes, from the file headers."""
     total = 0
     for pair in pairs:
@@ -88,7 +88,7 @@ class PreloadedAudio:
     """The audio of `pairs`, clean and noisy each in one flat tensor (int16 or float32), with
     each pair's start and length. `share()` puts it in shared memory, `to()` on a device."""
 
-    def __init__(self, pairs: Sequence[Pair], sample_rate: int) -> None:
+    def __init__(self, pairs: Sequence[CleanNoisyPair], sample_rate: int) -> None:
         clean, noisy = [], []
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # decoding frees the GIL
             read = pool.map(

@@ -1,7 +1,7 @@
 """The Valentini (VoiceBank-DEMAND) layout: pairing clean/noisy files by name and checking them.
 
 Pure file-system and header work (no torch), so `dfablate data verify` and the downloader stay
-light; the data module builds on `find_pairs`, `split_by_speakers` and `check_pairs`.
+light; the data module builds on `find_clean_noisy_pairs`, `split_by_speakers` and `check_pairs`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_II
 _GET_IT = "get Valentini with `dfablate data download-valentini --root DIR`"
 
 
-class Pair(NamedTuple):
+class CleanNoisyPair(NamedTuple):
     """One utterance: its name (file stem, e.g. "p232_001") and the clean and noisy files."""
 
     name: str
@@ -44,7 +44,7 @@ def speaker_of(name: str) -> str:
     return name.split("_", 1)[0]
 
 
-def evenly_spread(pairs: list[Pair], limit: int | None) -> list[Pair]:
+def evenly_spread(pairs: list[CleanNoisyPair], limit: int | None) -> list[CleanNoisyPair]:
     """At most `limit` pairs, evenly spaced over the list, first and last included (over a
     sorted list every speaker stays represented): validation subsets, `max_files` smoke runs."""
     if limit is None or len(pairs) <= limit:
@@ -68,7 +68,7 @@ def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:
 
 
 def split_present(root: str | Path, split: str) -> bool:
-    """Whether either folder of the split exists (a half-present split is reported by find_pairs)."""
+    """Whether either folder of the split exists (a half-present split is reported by find_clean_noisy_pairs)."""
     return any(folder.is_dir() for folder in split_dirs(root, split))
 
 
@@ -81,7 +81,7 @@ def _wav_files(folder: Path) -> dict[str, Path]:
     }
 
 
-def find_pairs(root: str | Path, split: str) -> list[Pair]:
+def find_clean_noisy_pairs(root: str | Path, split: str) -> list[CleanNoisyPair]:
     """All clean/noisy pairs of a split, sorted by name.
 
     Raises UserError naming the folder for a missing folder, an empty split, or files present on
@@ -93,7 +93,7 @@ def find_pairs(root: str | Path, split: str) -> list[Pair]:
     return pairs
 
 
-def scan_split(root: str | Path, split: str) -> tuple[list[Pair], str | None]:
+def scan_split(root: str | Path, split: str) -> tuple[list[CleanNoisyPair], str | None]:
     """The pairs of a split, sorted by name, and what is unpaired (None when every file has
     its partner); UserError for a missing folder or an empty split."""
     root = Path(root)
@@ -122,13 +122,17 @@ def scan_split(root: str | Path, split: str) -> tuple[list[Pair], str | None]:
     elif not clean:
         raise UserError(f"{clean_dir}: no .wav files (the {split} split is empty)")
     return [
-        Pair(name, clean[name], noisy[name]) for name in sorted(clean.keys() & noisy.keys())
+        CleanNoisyPair(name, clean[name], noisy[name])
+        for name in sorted(clean.keys() & noisy.keys())
     ], unpaired
 
 
 def split_by_speakers(
-    pairs: Sequence[Pair], held_out: Iterable[str], *, where: str | Path = "the training set"
-) -> tuple[list[Pair], list[Pair]]:
+    pairs: Sequence[CleanNoisyPair],
+    held_out: Iterable[str],
+    *,
+    where: str | Path = "the training set",
+) -> tuple[list[CleanNoisyPair], list[CleanNoisyPair]]:
     """(kept, held-out) by speaker: validation is whole speakers never seen in training."""
     held_out = tuple(held_out)
     if not held_out:
@@ -196,7 +200,9 @@ class PairCheck:
         ]
 
 
-def _check_pair(pair: Pair, full_read: bool) -> tuple[Pair, list[AudioInfo | AudioError]]:
+def _check_pair(
+    pair: CleanNoisyPair, full_read: bool
+) -> tuple[CleanNoisyPair, list[AudioInfo | AudioError]]:
     results: list[AudioInfo | AudioError] = []
     for path in (pair.clean, pair.noisy):
         try:
@@ -207,7 +213,11 @@ def _check_pair(pair: Pair, full_read: bool) -> tuple[Pair, list[AudioInfo | Aud
 
 
 def check_pairs(
-    pairs: Sequence[Pair], *, full_read: bool = False, jobs: int = 4, progress: bool = False
+    pairs: Sequence[CleanNoisyPair],
+    *,
+    full_read: bool = False,
+    jobs: int = 4,
+    progress: bool = False,
 ) -> PairCheck:
     """Check every file of every pair: readable, non-empty, finite, same length and rate per pair.
 

@@ -5,40 +5,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
+from rich.table import Table
 
+from dfablate.config import config_file, override_key
+from dfablate.cores import check_core_count
+from dfablate.devices import check_device, resolve_device
 from dfablate.errors import UserError
-from dfablate.evaluation.pipeline import (
-    Evaluation,
-    default_noisy_cache_dir,
-    evaluate_checkpoint,
-    evaluate_model,
-)
+from dfablate.evaluation.pipeline import Evaluation, evaluate_checkpoint, evaluate_model
 from dfablate.evaluation.testset import check_gain_db, gain_dir_name, load_test_set
 from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
+from dfablate.features import get_norm
 from dfablate.metrics import parse_metrics
-from dfablate.runs import file_sha1, read_run_config, resolve_checkpoint
+from dfablate.paths import check_output_dir, default_noisy_cache_dir
+from dfablate.records import RunRecord
+from dfablate.runs import file_sha1, resolve_checkpoint
+from dfablate.tracking import follow_run
+from dfablate.upstream_model import NORM, load_upstream_model
 
 _ABSENT = object()
-
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def check_evaluate_options(cfg, overrides: list[str]) -> None:
     """Refuse what `evaluate` would otherwise ignore or misread: unknown keys, non-integer
     counts, an unknown `expect_norm`, a device this machine does not have."""
-    import torch
-
-    from dfablate.config import config_file
-    from dfablate.cores import check_core_count
-    from dfablate.features import get_norm
-    from dfablate.paths import check_output_dir
-
     known = set(OmegaConf.load(config_file("evaluate.yaml"))) - {"defaults"} | {"data", "hydra"}
     for override in overrides:
-        top = _override_key(override).split(".", 1)[0]
+        top = override_key(override).split(".", 1)[0]
         if top not in known:
             hint = (
                 "; to refuse a checkpoint of another norm use expect_norm=NAME"
@@ -61,20 +55,7 @@ def check_evaluate_options(cfg, overrides: list[str]) -> None:
             get_norm(cfg.expect_norm)
         except UserError as exc:
             raise UserError(f"expect_norm={cfg.expect_norm}: {exc}") from None
-    device = str(cfg.device)
-    if device != "auto":
-        try:
-            parsed = torch.device(device)
-        except RuntimeError:
-            raise UserError(
-                f"device={device}: not a device (auto, cpu, cuda, cuda:1, ...)"
-            ) from None
-        if parsed.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"device={device}: CUDA is not available here; use device=cpu")
-        if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-            raise UserError(
-                f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
+    check_device(str(cfg.device))
 
 
 def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
@@ -82,7 +63,7 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
 
     With run=DIR and no data= override, the run is evaluated on the dataset it was trained on,
     with any data.KEY=VALUE overrides applied to that dataset's config (e.g. data.root= for a
-    dataset that moved). W&B follows the run's logger unless wandb.mode= is given.
+    dataset that moved). W&B follows the run's logger unless wandb.mode= is given (`follow_run`).
     """
     check_evaluate_options(cfg, overrides)
     input_gain_db = check_gain_db(cfg.input_gain_db, "input_gain_db")
@@ -91,10 +72,10 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         return evaluate_upstream(cfg, input_gain_db, metrics)
     ckpt, run_dir = resolve_checkpoint(cfg.run, cfg.ckpt, cfg.checkpoint)
     data_cfg, data_name = cfg.data, cfg.hydra.runtime.choices.data
-    recorded = read_run_config(run_dir)
+    recorded = RunRecord.recorded_in(run_dir, depth=1)
     train_cfg = recorded.config if recorded else {}
     train_data_name = recorded.choices.get("data") if recorded else None
-    data_given = any(_override_key(o) == "data" for o in overrides)
+    data_given = any(override_key(o) == "data" for o in overrides)
     if cfg.run and not recorded and not data_given:
         raise UserError(
             f"run={cfg.run}: no recorded config (.hydra/config.yaml), so the data it trained on "
@@ -104,7 +85,7 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         if train_cfg.get("data") and train_data_name:
             data_cfg, data_name = OmegaConf.create(train_cfg["data"]), train_data_name
             for override in overrides:
-                key = _override_key(override)
+                key = override_key(override)
                 if not key.startswith("data."):
                     continue
                 if OmegaConf.select(data_cfg, key[len("data.") :], default=_ABSENT) is _ABSENT:
@@ -113,19 +94,11 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
                         f"{key}; add data=NAME to evaluate on another dataset"
                     )
                 data_cfg.merge_with_dotlist([override.lstrip("+")[len("data.") :]])
-    wandb_cfg = OmegaConf.to_container(cfg.wandb)
-    if wandb_cfg.get("mode") is None:  # follow the run: no W&B in training, none here
-        logger = train_cfg.get("logger")
-        if logger is not None and not logger.get("wandb"):
-            wandb_cfg = None
-        else:
-            wandb_cfg["mode"] = ((logger or {}).get("wandb") or {}).get("mode", "auto")
+    wandb_settings = follow_run(OmegaConf.to_container(cfg.wandb), train_cfg.get("logger"))
     test_set = load_test_set(data_cfg, data_name, cfg.split, cfg.max_files)
     if cfg.num_threads:
-        import torch
-
         torch.set_num_threads(int(cfg.num_threads))
-    return evaluate_checkpoint(
+    evaluation = evaluate_checkpoint(
         ckpt,
         run_dir,
         test_set,
@@ -135,11 +108,12 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         jobs=cfg.jobs,
         device=cfg.device,
         noisy_cache_dir=Path(cfg.noisy_cache_dir) if cfg.noisy_cache_dir else None,
-        wandb_cfg=wandb_cfg,
         progress=bool(cfg.progress),
         input_gain_db=input_gain_db,
         metrics=metrics,
     )
+    log_evaluation_to_wandb(evaluation, wandb_settings)
+    return evaluation
 
 
 def check_metrics_option(value, option: str) -> tuple[str, ...]:
@@ -161,10 +135,6 @@ def evaluate_upstream(
     checkpoints/*.ckpt.best), scored like a run; results in DIR/eval/<dataset>[@<G>dB]/ unless
     out_dir=. Its summary says norm "original" and label "upstream-<folder name>" for `compare`.
     W&B: `wandb.mode` as given, else auto (there is no training logger to follow)."""
-    from omegaconf import OmegaConf
-
-    from dfablate.upstream_model import NORM, load_upstream_model
-
     if cfg.run is not None or cfg.ckpt is not None:
         raise UserError("give upstream=DIR alone, without run= or ckpt=")
     if cfg.expect_norm is not None and cfg.expect_norm != NORM:
@@ -173,15 +143,8 @@ def evaluate_upstream(
     folder = Path(cfg.upstream)
     test_set = load_test_set(cfg.data, cfg.hydra.runtime.choices.data, cfg.split, cfg.max_files)
     if cfg.num_threads:
-        import torch
-
         torch.set_num_threads(int(cfg.num_threads))
-    device = cfg.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    identity = {
+    provenance = {
         "checkpoint": str(released.checkpoint),
         "checkpoint_sha1": file_sha1(released.checkpoint),
         "run_dir": str(folder),
@@ -199,27 +162,30 @@ def evaluate_upstream(
         Path(cfg.out_dir)
         if cfg.out_dir
         else folder / "eval" / gain_dir_name(test_set.name, input_gain_db),
-        identity=identity,
+        provenance=provenance,
+        run=RunRecord(
+            folder,
+            norm=NORM,
+            arch=released.arch,
+            label=released.label,
+            variant_key={"label": released.label},
+        ),  # fmt: skip
         noisy_cache_dir=Path(cfg.noisy_cache_dir)
         if cfg.noisy_cache_dir
         else default_noisy_cache_dir(),
         save_enhanced=bool(cfg.save_enhanced),
         jobs=cfg.jobs,
-        device=device,
+        device=resolve_device(str(cfg.device)),
         progress=bool(cfg.progress),
         input_gain_db=input_gain_db,
         metrics=metrics or parse_metrics(cfg.metrics),
     )
-    wandb_cfg = OmegaConf.to_container(cfg.wandb)
-    wandb_cfg["mode"] = wandb_cfg.get("mode") or "auto"
-    log_evaluation_to_wandb(folder, evaluation, {}, wandb_cfg)
+    log_evaluation_to_wandb(evaluation, follow_run(OmegaConf.to_container(cfg.wandb), None))
     return evaluation
 
 
 def summary_table(evaluation: Evaluation):
     """A rich table: mean of each metric for the enhanced output and the noisy input."""
-    from rich.table import Table
-
     summary = evaluation.summary
     table = Table(
         title=f"{gain_dir_name(summary['dataset']['name'], summary['input_gain_db'])}: "

@@ -22,12 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
+import torch
 
 from dfablate.audio import AudioError, load_audio
+from dfablate.devices import resolve_device
+from dfablate.enhance import enhance_waveform
 from dfablate.evaluation.testset import TestSet, gain_dir_name, gain_factor
 from dfablate.metrics import METRICS, score_pair
+from dfablate.paths import default_noisy_cache_dir
 from dfablate.progress import progress_bar
-from dfablate.runs import file_sha1, read_run_config
+from dfablate.records import EvalRecord, RunRecord
+from dfablate.runs import file_sha1
 from dfablate.scoring import (
     MetricsCsv,
     Row,
@@ -36,6 +42,7 @@ from dfablate.scoring import (
     failure_text,
     scoring_pool,
 )
+from dfablate.training.module import DfnSystem
 
 # What produced the results, recorded in summary.json and eval_state.json: results of another
 # version are scored again, never mixed. 1: end padding of delay + hop remainder; 2: fft_size
@@ -110,13 +117,23 @@ def _nan_stat(fn, values: np.ndarray) -> float:
 
 @dataclass
 class Evaluation:
-    """What `evaluate_model` produced."""
+    """What `evaluate_model` produced: its record (summary.json) and the rows of both CSVs."""
 
-    metrics_csv: Path
-    summary_json: Path
-    summary: dict
+    record: EvalRecord
     rows: list[dict]
     noisy_rows: list[dict]
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.record.metrics_csv
+
+    @property
+    def summary_json(self) -> Path:
+        return self.record.summary_json
+
+    @property
+    def summary(self) -> dict:
+        return self.record.to_json()
 
 
 @dataclass
@@ -187,8 +204,9 @@ def evaluate_model(
     test_set: TestSet,
     out_dir: Path,
     *,
-    identity: dict,
+    provenance: dict,
     noisy_cache_dir: Path,
+    run: RunRecord | None = None,
     save_enhanced: bool = False,
     jobs: int | None = None,
     device: str = "cpu",
@@ -198,7 +216,8 @@ def evaluate_model(
 ) -> Evaluation:
     """Enhance and score every pair of `test_set` into `out_dir` (metrics.csv, summary.json).
 
-    `identity` describes the model (checkpoint path and hash, norm, seed, ...); results written
+    `provenance` says what produced the results (checkpoint path and hash, norm, seed, ...) and
+    `run` is the run evaluated (by default, the one `out_dir` lies in); results written
     for another model, test set, input gain or pipeline version are discarded rather than mixed
     with new ones. `input_gain_db` scales the model's input; its output is divided by the same
     gain and scored against the unscaled clean reference (`score_file`).
@@ -206,7 +225,7 @@ def evaluate_model(
     """
     MetricsCsv(out_dir / "metrics.csv", metrics).check_metrics()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _reset_if_stale(out_dir, identity, test_set, input_gain_db, metrics)
+    _reset_if_stale(out_dir, provenance, test_set, input_gain_db, metrics)
     scores = _resume_scores(
         out_dir, test_set, noisy_cache_path(noisy_cache_dir, test_set, metrics), metrics
     )
@@ -238,14 +257,11 @@ def evaluate_model(
         except BaseException:
             scores.keep_finished()
             raise
-    return _write_summary(out_dir, test_set, scores, identity, input_gain_db, enhanced_dir)
+    run = run or RunRecord.from_dir(out_dir, provenance)
+    return _write_summary(out_dir, test_set, scores, run, provenance, input_gain_db, enhanced_dir)
 
 
 def _enhance(noisy: np.ndarray, features, model, device: str) -> np.ndarray:
-    import torch
-
-    from dfablate.enhance import enhance_waveform
-
     return enhance_waveform(torch.from_numpy(noisy).to(device), features, model).cpu().numpy()
 
 
@@ -292,7 +308,8 @@ def _write_summary(
     out_dir: Path,
     test_set: TestSet,
     scores: _Scores,
-    identity: dict,
+    run: RunRecord,
+    provenance: dict,
     input_gain_db: float,
     enhanced_dir: Path | None,
 ) -> Evaluation:
@@ -302,29 +319,33 @@ def _write_summary(
     noisy_rows = [scores.noisy_done[n] for n in order]
     scores.results.rewrite(rows)
     scores.noisy_csv.rewrite(noisy_rows)
-    summary = {
-        **identity,
-        "dataset": test_set.describe(),
-        "input_gain_db": float(input_gain_db),
-        "scored_at": SCORED_AT,
-        "pipeline_version": PIPELINE_VERSION,
-        "n_files": len(rows),
-        "n_failed": sum(1 for r in rows if r["error"]),
-        "metrics": list(scores.results.metrics),
-        **summarise(rows, scores.results.metrics),
-        "noisy": summarise(noisy_rows, scores.results.metrics)["mean"],
-        "noisy_metrics_csv": str(scores.noisy_csv.path),
-        "enhanced_dir": str(enhanced_dir) if enhanced_dir is not None else None,
-        "complete": True,
-    }
-    summary_json = out_dir / "summary.json"
-    summary_json.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
-    return Evaluation(scores.results.path, summary_json, summary, rows, noisy_rows)
+    record = EvalRecord(
+        run=run,
+        metrics_csv=scores.results.path,
+        provenance=provenance,
+        dataset=test_set.describe(),
+        input_gain_db=float(input_gain_db),
+        pipeline_version=PIPELINE_VERSION,
+        scored_at=SCORED_AT,
+        results={
+            "n_files": len(rows),
+            "n_failed": sum(1 for r in rows if r["error"]),
+            "metrics": list(scores.results.metrics),
+            **summarise(rows, scores.results.metrics),
+            "noisy": summarise(noisy_rows, scores.results.metrics)["mean"],
+            "noisy_metrics_csv": str(scores.noisy_csv.path),
+            "enhanced_dir": str(enhanced_dir) if enhanced_dir is not None else None,
+        },
+        complete=True,
+        has_summary=True,
+    )
+    record.write()
+    return Evaluation(record, rows, noisy_rows)
 
 
 def _reset_if_stale(
     out_dir: Path,
-    identity: dict,
+    provenance: dict,
     test_set: TestSet,
     input_gain_db: float = 0.0,
     metrics: Sequence[str] = METRICS,
@@ -333,7 +354,7 @@ def _reset_if_stale(
     input gain or by another pipeline version (results without a recorded state included)."""
     state_path = out_dir / "eval_state.json"
     state = {
-        "checkpoint_sha1": identity.get("checkpoint_sha1"),
+        "checkpoint_sha1": provenance.get("checkpoint_sha1"),
         "dataset": test_set.fingerprint,
         "input_gain_db": float(input_gain_db),
         "pipeline_version": PIPELINE_VERSION,
@@ -354,17 +375,9 @@ def _reset_if_stale(
 
 
 def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    import soundfile as sf
-
     tmp = path.with_name(f".{path.name}.tmp")
     sf.write(tmp, audio, sample_rate, subtype="FLOAT", format="WAV")
     os.replace(tmp, path)
-
-
-def default_noisy_cache_dir() -> Path:
-    from dfablate.data.mini import default_cache_dir
-
-    return default_cache_dir() / "noisy_scores"
 
 
 def evaluate_checkpoint(
@@ -378,38 +391,32 @@ def evaluate_checkpoint(
     jobs: int | None = None,
     device: str = "auto",
     noisy_cache_dir: Path | None = None,
-    wandb_cfg: dict | None = None,
     progress: bool = True,
     input_gain_db: float = 0.0,
     metrics: Sequence[str] = METRICS,
 ) -> Evaluation:
     """Load `ckpt` (refusing another norm than `expect_norm`), evaluate it at `input_gain_db`
-    (default folder `<run dir>/eval/<dataset>[@<G>dB]`) on `metrics`, log it to W&B."""
-    import torch
-
-    from dfablate.training.module import DfnSystem
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    (default folder `<run dir>/eval/<dataset>[@<G>dB]`) on `metrics`."""
+    device = resolve_device(device)
     system = DfnSystem.load_checkpoint(ckpt, expect_norm=expect_norm, map_location=device)
-    recorded = read_run_config(run_dir)
-    train_cfg = recorded.config if recorded else {}
-    identity = {
+    run = RunRecord.recorded_in(run_dir, depth=1) or RunRecord(run_dir)
+    provenance = {
         "checkpoint": str(ckpt),
         "checkpoint_sha1": file_sha1(ckpt),
         "run_dir": str(run_dir),
-        "experiment": train_cfg.get("name"),
+        "experiment": run.experiment,
         "norm": system.norm,
-        "seed": train_cfg.get("seed"),
+        "seed": run.seed,
         "arch": system.identity["model"]["arch"],
     }
     out_dir = out_dir or run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db)
-    evaluation = evaluate_model(
+    return evaluate_model(
         system.features,
         system.dfnet,
         test_set,
         out_dir,
-        identity=identity,
+        provenance=provenance,
+        run=run,
         noisy_cache_dir=noisy_cache_dir or default_noisy_cache_dir(),
         save_enhanced=save_enhanced,
         jobs=jobs,
@@ -418,11 +425,6 @@ def evaluate_checkpoint(
         input_gain_db=input_gain_db,
         metrics=metrics,
     )
-    if wandb_cfg is not None:
-        from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
-
-        log_evaluation_to_wandb(run_dir, evaluation, train_cfg, wandb_cfg)
-    return evaluation
 
 
 def is_evaluated(
@@ -434,15 +436,12 @@ def is_evaluated(
 ) -> bool:
     """Whether `run_dir` already has a complete evaluation of `ckpt` on `test_set` at
     `input_gain_db` with `metrics`, made by this pipeline version."""
-    summary_path = run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db) / "summary.json"
-    if not summary_path.is_file():
-        return False
-    summary = json.loads(summary_path.read_text())
+    record = EvalRecord.from_dir(run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db))
     return (
-        bool(summary.get("complete"))
-        and summary.get("pipeline_version") == PIPELINE_VERSION
-        and summary.get("input_gain_db", 0.0) == input_gain_db
-        and summary.get("metrics", list(METRICS)) == list(metrics)
-        and summary.get("checkpoint_sha1") == file_sha1(ckpt)
-        and summary.get("dataset", {}).get("fingerprint") == test_set.fingerprint
+        record.complete
+        and record.pipeline_version == PIPELINE_VERSION
+        and record.input_gain_db == input_gain_db
+        and record.results.get("metrics", list(METRICS)) == list(metrics)
+        and record.provenance.get("checkpoint_sha1") == file_sha1(ckpt)
+        and (record.dataset or {}).get("fingerprint") == test_set.fingerprint
     )

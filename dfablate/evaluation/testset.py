@@ -44,7 +44,7 @@ class TestSet:
 
     name: str
     root: Path
-    pairs: list  # of dfablate.data.valentini.Pair (name, clean, noisy)
+    pairs: list  # of dfablate.data.valentini.CleanNoisyPair (name, clean, noisy)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -73,7 +73,7 @@ def load_test_set(
     from hydra.utils import instantiate
 
     from dfablate.config import user_error_cause
-    from dfablate.data.valentini import evenly_spread, find_pairs
+    from dfablate.data.valentini import evenly_spread, find_clean_noisy_pairs
 
     try:
         datamodule = instantiate(data_cfg)
@@ -82,7 +82,7 @@ def load_test_set(
         if refusal is None:
             raise
         raise refusal from exc
-    pairs = find_pairs(datamodule.root, split)
+    pairs = find_clean_noisy_pairs(datamodule.root, split)
     if split != "test":
         name = f"{name}-{split}"
     if max_files is not None:

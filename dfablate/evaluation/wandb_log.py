@@ -2,38 +2,36 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
 
 from dfablate.evaluation.pipeline import Evaluation
 from dfablate.evaluation.testset import gain_dir_name
+from dfablate.tracking import init_wandb, quiet_wandb, wandb_mode
 
 
-def log_evaluation_to_wandb(
-    run_dir: Path, evaluation: Evaluation, train_cfg: dict, wandb_cfg: dict
-) -> None:
+def log_evaluation_to_wandb(evaluation: Evaluation, settings: Mapping[str, Any]) -> None:
     """One W&B run per evaluation (job_type "eval", grouped with its training runs): the
-    per-file table, the noisy reference table and the means in the summary.
+    per-file table, the noisy reference table and the means in the summary. `settings`: mode,
+    project and entity (`dfablate.tracking.follow_run`).
 
     A separate run rather than resuming the training run: offline runs resumed elsewhere would
     restart W&B's step counter and clash with the training history on upload.
     """
-    from dfablate.tracking import quiet_wandb, wandb_mode
-
-    if wandb_mode(wandb_cfg.get("mode", "auto")) == "disabled":
+    if wandb_mode(settings.get("mode") or "auto") == "disabled":
         return
     with quiet_wandb():
-        _log_evaluation(run_dir, evaluation, train_cfg, wandb_cfg)
+        _log_evaluation(evaluation, settings)
 
 
-def _log_evaluation(run_dir: Path, evaluation: Evaluation, train_cfg: dict, wandb_cfg: dict):
-    import pandas as pd
-    import wandb
-
-    from dfablate.tracking import init_wandb
+def _log_evaluation(evaluation: Evaluation, settings: Mapping[str, Any]) -> None:
+    import wandb  # the run's own import (it sets up W&B's service), only when logging
 
     summary = evaluation.summary
+    run_dir = evaluation.record.run.run_dir
     dataset = gain_dir_name(summary["dataset"]["name"], summary["input_gain_db"])
-    train_wandb = (train_cfg.get("logger") or {}).get("wandb") or {}
     config = {
         "norm": {"name": summary["norm"]},
         "seed": summary["seed"],
@@ -46,12 +44,12 @@ def _log_evaluation(run_dir: Path, evaluation: Evaluation, train_cfg: dict, wand
     run = init_wandb(
         evaluation.metrics_csv.parent,
         config,
-        project=train_wandb.get("project") or wandb_cfg.get("project", "dfablate"),
-        entity=wandb_cfg.get("entity") or train_wandb.get("entity"),
+        project=settings.get("project") or "dfablate",
+        entity=settings.get("entity"),
         group=summary["experiment"] or run_dir.name,
         tags=[f"norm:{summary['norm']}", f"seed:{summary['seed']}", f"dataset:{dataset}"],
         job_type="eval",
-        mode=wandb_cfg.get("mode", "auto"),
+        mode=settings.get("mode") or "auto",
         name=f"{run_dir.name}-eval-{dataset}",
     )
     try:

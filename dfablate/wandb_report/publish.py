@@ -42,6 +42,15 @@ class ReportPublisher:
         self.spec_path: Path | None = None
         self.url: str | None = None
 
+    def message(self) -> str:
+        """Where the W&B Report went: its URL, or its spec and how to push it."""
+        if self.url:
+            return f"W&B Report: {self.url}"
+        return (
+            f"W&B Report spec: {self.spec_path} (after `wandb sync`, publish it with "
+            f"`dfablate wandb-report push {self.spec_path.parent}`)"
+        )
+
     def __call__(self, run: Any | None) -> None:
         spec = build_spec(
             self.comparison, self.out_dir, project=self.project, command=self.command,

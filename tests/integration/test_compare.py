@@ -305,7 +305,7 @@ def test_variants_named_by_what_differs(tmp_path):
     ]  # fmt: skip
     comparison = compare(runs)
     assert comparison.variants == ["original/dfn3", "fixed/dfn2"]
-    assert comparison.identities["fixed/dfn2"] == {
+    assert comparison.definitions["fixed/dfn2"] == {
         "norm": "fixed", "model": "dfn2", "training gains": "0 dB", "eval dataset": "mini"
     }  # fmt: skip
     first = comparison.summary.iloc[0]
@@ -512,7 +512,7 @@ def test_b_better_share_counts_ties_as_not_better_and_db_metrics_have_no_relativ
         assert np.isfinite(summary.loc["pesq", column]), column
 
 
-def test_keys_outside_the_identity_and_their_children_form_one_variant(tmp_path):
+def test_keys_outside_the_variant_key_and_their_children_form_one_variant(tmp_path):
     """logger.*, hydra.*, callbacks.media.* differ between seeds: still one variant."""
     runs = [
         write_run(tmp_path / "a", "original", seed, {"pesq": [2.0 + seed, 2, 2, 2]},

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from dfablate.cli import main
 from dfablate.data.datamodule import ValentiniDataModule
-from dfablate.data.valentini import SPLIT_DIRS, find_pairs, speaker_of
+from dfablate.data.valentini import SPLIT_DIRS, find_clean_noisy_pairs, speaker_of
 from dfablate.errors import UserError
 
 CONFIGS = CONFIG_DIR / "data"
@@ -48,7 +48,7 @@ def test_split_by_speaker(mini_root):
     dm.setup("test")
     train = {p.name for p in dm.train_set.pairs}
     val = {p.name for p in dm.val_set.pairs}
-    everything = {p.name for p in find_pairs(mini_root, "train")}
+    everything = {p.name for p in find_clean_noisy_pairs(mini_root, "train")}
     assert train | val == everything and not train & val
     assert {speaker_of(n) for n in val} == {"p226", "p287"}
     assert {speaker_of(n) for n in train}.isdisjoint({"p226", "p287"})

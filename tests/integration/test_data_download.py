@@ -17,7 +17,7 @@ import soundfile as sf
 
 from dfablate.cli import main
 from dfablate.data.download import MANIFEST
-from dfablate.data.valentini import OFFICIAL_PAIR_COUNTS, find_pairs
+from dfablate.data.valentini import OFFICIAL_PAIR_COUNTS, find_clean_noisy_pairs
 
 TEST_PAIRS = OFFICIAL_PAIR_COUNTS["test"]  # the CLI checks the real count: serve exactly 824
 
@@ -117,7 +117,7 @@ def _error_line(capsys) -> str:
 
 
 def _assert_complete(root: Path, test_zips: dict[str, bytes]) -> None:
-    pairs = find_pairs(root, "test")
+    pairs = find_clean_noisy_pairs(root, "test")
     assert len(pairs) == TEST_PAIRS
     with zipfile.ZipFile(io.BytesIO(test_zips["noisy_testset_wav"])) as archive:
         member = archive.read(f"noisy_testset_wav/{pairs[-1].name}.wav")

@@ -12,7 +12,7 @@ import soundfile as sf
 
 from dfablate.cli import main
 from dfablate.data import mini
-from dfablate.data.valentini import SPLIT_DIRS, find_pairs, speaker_of
+from dfablate.data.valentini import SPLIT_DIRS, find_clean_noisy_pairs, speaker_of
 from dfablate.errors import UserError
 
 
@@ -35,7 +35,7 @@ def _snr_db(clean: np.ndarray, noisy: np.ndarray, rate: int) -> float:
 def test_mini_has_the_valentini_layout_snrs_and_speaker_split(mini_root):
     speakers = {}
     for split, snrs in (("train", {0.0, 5.0, 10.0, 15.0}), ("test", {2.5, 7.5, 12.5, 17.5})):
-        pairs = find_pairs(mini_root, split)
+        pairs = find_clean_noisy_pairs(mini_root, split)
         assert {p.name for p in pairs} == {p.stem for p in pairs[0].noisy.parent.glob("*.wav")}
         speakers[split] = {speaker_of(p.name) for p in pairs}
         measured = set()
@@ -48,7 +48,7 @@ def test_mini_has_the_valentini_layout_snrs_and_speaker_split(mini_root):
             assert clean.shape == noisy.shape and 1.5 <= len(clean) / rate <= 4.0
             measured.add(round(_snr_db(clean, noisy, rate) * 2) / 2)  # 16-bit rounding: ~0.01 dB
         assert measured == snrs
-    assert len(find_pairs(mini_root, "train")) >= 30
+    assert len(find_clean_noisy_pairs(mini_root, "train")) >= 30
     assert {"p226", "p287"} <= speakers["train"] and len(speakers["train"]) >= 5
     assert len(speakers["test"]) >= 2 and not speakers["train"] & speakers["test"]
     manifest = json.loads((mini_root / mini.MARKER).read_text())

@@ -17,7 +17,7 @@ from wandb_offline import read_offline_run
 
 from dfablate.audio import load_audio
 from dfablate.cli import main
-from dfablate.data.valentini import find_pairs
+from dfablate.data.valentini import find_clean_noisy_pairs
 from dfablate.errors import UserError
 from dfablate.evaluation.pipeline import PIPELINE_VERSION, evaluate_model
 from dfablate.evaluation.testset import TestSet as EvalSet
@@ -81,9 +81,9 @@ class StopAfter(torch.nn.Module):
 def test_interrupted_evaluation_resumes_without_recomputing(testset_root, tmp_path):
     torch.manual_seed(0)
     system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
-    test_set = EvalSet("toy", testset_root, find_pairs(testset_root, "test"))
+    test_set = EvalSet("toy", testset_root, find_clean_noisy_pairs(testset_root, "test"))
     out, cache = tmp_path / "eval", tmp_path / "cache"
-    options = dict(identity={"checkpoint_sha1": "abc"}, noisy_cache_dir=cache, jobs=1,
+    options = dict(provenance={"checkpoint_sha1": "abc"}, noisy_cache_dir=cache, jobs=1,
                    progress=False)  # fmt: skip
 
     with pytest.raises(KeyboardInterrupt):
@@ -257,10 +257,10 @@ def test_input_gains_and_reused_folders(testset_root, tmp_path, monkeypatch):
     without eval_state.json, is scored again with a warning, never reused."""
     _identity_model(monkeypatch)
     system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
-    pairs = find_pairs(testset_root, "test")[:2]
+    pairs = find_clean_noisy_pairs(testset_root, "test")[:2]
     test_set = EvalSet("toy", testset_root, pairs)
     out = tmp_path / "eval"
-    options = dict(identity={"checkpoint_sha1": "abc"}, noisy_cache_dir=tmp_path / "cache",
+    options = dict(provenance={"checkpoint_sha1": "abc"}, noisy_cache_dir=tmp_path / "cache",
                    jobs=1, progress=False)  # fmt: skip
 
     def ssnr(gain: float, folder: Path) -> np.ndarray:
@@ -288,13 +288,13 @@ def test_input_gains_and_reused_folders(testset_root, tmp_path, monkeypatch):
 def test_a_foreign_metrics_csv_in_out_dir_is_left_alone(testset_root, tmp_path):
     """out_dir= holding a metrics.csv that is not one (a user's own table): refused, kept."""
     system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
-    test_set = EvalSet("toy", testset_root, find_pairs(testset_root, "test")[:1])
+    test_set = EvalSet("toy", testset_root, find_clean_noisy_pairs(testset_root, "test")[:1])
     out = tmp_path / "mine"
     out.mkdir()
     (out / "metrics.csv").write_text("name,score\nx,1\n")
     with pytest.raises(UserError, match="exists but is not a metrics CSV"):
         evaluate_model(system.features, system.dfnet, test_set, out,
-                       identity={"checkpoint_sha1": "abc"}, noisy_cache_dir=tmp_path / "cache",
+                       provenance={"checkpoint_sha1": "abc"}, noisy_cache_dir=tmp_path / "cache",
                        jobs=1, progress=False)  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["metrics.csv"]
     assert (out / "metrics.csv").read_text() == "name,score\nx,1\n"

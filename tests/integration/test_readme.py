@@ -67,7 +67,8 @@ def test_the_readme_marks_what_it_only_parses():
 def _parses(command: str) -> None:
     """A `dfablate` line parses, and a Hydra stage's overrides compose."""
     from dfablate.ablate import ablation_config
-    from dfablate.config import compose_config, config_dir_overrides
+    from dfablate.cli import config_dir_overrides
+    from dfablate.config import compose_config
 
     argv = shlex.split(command)[1:]
     if argv[-1] in ("-h", "--help"):

@@ -1,5 +1,5 @@
 """The settings that change speed, not results (data.preload, model.compile, runs_per_device):
-declared in the shipped configs, validated in one line, and not part of a run's identity."""
+declared in the shipped configs, validated in one line, and not part of a run's variant key."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dfablate.comparison.loading import _flatten, _identity
 from dfablate.config import compose_config, config_file
 from dfablate.errors import UserError
+from dfablate.records import variant_key_of
 from dfablate.training.module import DfnSystem, check_compile_mode, compile_model
 from dfablate.training.task import compose_train_config
 
@@ -24,17 +24,17 @@ def test_declared_defaults():
     assert OmegaConf.load(config_file("ablate.yaml")).runs_per_device == 1
 
 
-def _run_identity(overrides: list[str]) -> dict:
-    """The identity `compare` gives a run trained with `overrides` (its config, unresolved)."""
+def _variant_key(overrides: list[str]) -> dict:
+    """The variant key of a run trained with `overrides` (its config, unresolved)."""
     config = OmegaConf.to_container(compose_config("train", overrides), resolve=False)
-    return _identity(_flatten(config), {}, None, None)
+    return variant_key_of(config)
 
 
-def test_speed_settings_are_not_part_of_a_runs_identity():
-    base = _run_identity(["data=mini"])
+def test_speed_settings_are_not_part_of_a_runs_variant_key():
+    base = _variant_key(["data=mini"])
     speed = ["data.preload=device", "model.compile=reduce-overhead", "runs_per_device=4"]
-    assert _run_identity(["data=mini", *speed]) == base
-    assert _run_identity(["data=mini", "norm=fixed"]) != base
+    assert _variant_key(["data=mini", *speed]) == base
+    assert _variant_key(["data=mini", "norm=fixed"]) != base
 
 
 def test_compile_keeps_the_checkpoint_keys_and_refuses_unknown_modes():
