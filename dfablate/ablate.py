@@ -120,14 +120,13 @@ class Plan:
     settings: object  # configs/ablate.yaml merged with the experiment's `ablate:` section
     design: object  # dfablate.comparison.design.Design from ablate.compare.*
     num_threads: int | None  # the training config's torch threads, used for inference too
-    wandb: dict[str, Any] = field(default_factory=dict)  # mode, project, entity (follow_run)
+    wandb: dict[str, Any] | None = None  # evaluations' W&B settings (follow_run); None: no W&B
     overrides: list[str] = field(default_factory=list)  # as given to `dfablate ablate`
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
     """(ablate.* overrides, plain training overrides, sweeps over norm/seed given on the line)."""
-
     ablate, train, sweeps = [], [], {}
     parser = OverridesParser.create()
     for text in overrides:
@@ -167,7 +166,6 @@ def ablation_config(overrides: list[str]) -> tuple[Any, Any, list[str], dict[str
     norm/seed sweeps given on the line) for `dfablate ablate` arguments (default experiment:
     demo). The settings are configs/ablate.yaml merged with the experiment's `ablate:` section
     and the ablate.* overrides."""
-
     ablate_overrides, train_overrides, sweeps = _split_overrides(overrides)
     if not any(override_key(o) == "experiment" for o in train_overrides):
         train_overrides.insert(0, "experiment=demo")
@@ -188,7 +186,6 @@ def ablation_config(overrides: list[str]) -> tuple[Any, Any, list[str], dict[str
 
 def plan(overrides: list[str]) -> Plan:
     """Compose the training config of the experiment and list its variant x seed jobs."""
-
     cfg, settings, train_overrides, sweeps = ablation_config(overrides)
     extra = set((cfg.hydra.sweeper.get("params") or {}).keys()) - set(SWEEP_KEYS)
     if extra:
@@ -196,7 +193,10 @@ def plan(overrides: list[str]) -> Plan:
             f"the experiment sweeps {', '.join(sorted(extra))}: ablate sweeps only norm and seed"
         )
     wandb_settings = follow_run(settings.wandb, cfg.get("logger"))
-    settings.wandb.mode, settings.wandb.project = wandb_settings["mode"], wandb_settings["project"]
+    settings.wandb.mode = wandb_settings["mode"] if wandb_settings else "disabled"
+    settings.wandb.project = (
+        (wandb_settings or {}).get("project") or settings.wandb.project or "dfablate"
+    )
     norms, seeds = _sweep_values(cfg, "norm", sweeps), _sweep_values(cfg, "seed", sweeps)
     jobs = []
     for norm, seed in itertools.product(norms, seeds):
@@ -238,7 +238,6 @@ def check_ablate_keys(schema, given, where: str, prefix: str = "") -> None:
     """Refuse any key of `given` that configs/ablate.yaml (`schema`) does not declare: a typo
     would otherwise be ignored silently. A key declared as `{}` is an open mapping whose
     children are free (e.g. metric names)."""
-
     if not isinstance(given, dict):
         return
     for key, value in given.items():
@@ -257,7 +256,6 @@ def check_ablate_keys(schema, given, where: str, prefix: str = "") -> None:
 
 def check_ablate_settings(settings) -> None:
     """Values the evaluate and compare stages would fail on only after training."""
-
     runs_per_device = settings.get("runs_per_device", 1)
     if (
         isinstance(runs_per_device, bool)
@@ -290,7 +288,6 @@ def check_ablate_settings(settings) -> None:
 
 def _design(compare):
     """`ablate.compare.*` as a comparison design (checked before anything is trained)."""
-
     margins = OmegaConf.to_container(compare.margins) if compare.get("margins") else None
     contrasts = list(compare.contrasts) if compare.get("contrasts") else None
     if margins is not None and not isinstance(margins, dict):
@@ -302,7 +299,6 @@ def _design(compare):
 
 def input_gains(value) -> list[float]:
     """`ablate.evaluate.input_gains_db` as distinct gains in dB, in the given order."""
-
     option = "ablate.evaluate.input_gains_db"
     if not isinstance(value, list | tuple | ListConfig) or len(value) == 0:
         raise UserError(f"{option}={value}: must be a non-empty list of gains in dB, e.g. [0, -20]")
@@ -350,7 +346,6 @@ def train_missing(plan: Plan, console) -> None:
 def evaluate_trained(plan: Plan, console) -> None:
     """Evaluate every trained run at every input gain that has no complete evaluation of its
     checkpoint there yet."""
-
     options, test_set = plan.settings.evaluate, plan.test_set
     if plan.num_threads:
         torch.set_num_threads(int(plan.num_threads))
@@ -394,7 +389,6 @@ def evaluate_trained(plan: Plan, console) -> None:
 
 def compare_evaluated(plan: Plan, console):
     """Compare the evaluated runs (baseline: the first norm); None when fewer than 2 variants."""
-
     available = [job for job in plan.jobs if not job.failure]
     missing = {job.label: job.failure for job in plan.jobs if job.failure}
     if len({job.norm for job in available}) < 2:
@@ -443,7 +437,6 @@ def compare_evaluated(plan: Plan, console):
 def report_publisher(plan: Plan, comparison, out_dir: Path):
     """The W&B Report's publisher when `ablate.wandb.report` is on and W&B is not disabled;
     without the wandb-report extra, one warning and no Report (the ablation still succeeds)."""
-
     settings = plan.settings.wandb
     if not settings.get("report", True) or wandb_mode(settings.mode) == "disabled":
         return None
@@ -469,7 +462,6 @@ def _contrasts_of(design, norms: set[str], console):
 
 def run_ablation(overrides: list[str]) -> int:
     """The whole ablation; exit status 0 when every run was trained, evaluated and compared."""
-
     console = Console()
     ablation = plan(overrides)
     console.print(

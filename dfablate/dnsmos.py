@@ -12,6 +12,7 @@ librosa's `melspectrogram` (Slaney mel scale and norm, centred frames, zero padd
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
@@ -117,8 +118,6 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
 
 def dnsmos_available() -> bool:
     """Whether onnxruntime (the `dnsmos` extra) is installed."""
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None
 
 

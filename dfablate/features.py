@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -359,8 +360,6 @@ def feature_std(
     The diagnostic for whether a normalisation yields unit-variance features; columns
     `bin,std_real,std_imag`.
     """
-    import pandas as pd
-
     features = DfFeatures(norm=norm, **params)
     with torch.no_grad():
         parts = [

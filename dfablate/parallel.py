@@ -20,6 +20,11 @@ import sys
 import time
 from collections.abc import Sequence
 
+import torch
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from dfablate.config import compose_config
 from dfablate.errors import UserError
 
 POLL_SECONDS = 0.2
@@ -28,8 +33,6 @@ INTERRUPT_GRACE_SECONDS = 10.0
 
 def device_count() -> int:
     """Visible CUDA devices (0 without a GPU: the runs share the CPU)."""
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -45,11 +48,6 @@ def device_slots(runs_per_device: int, devices: int) -> list[str | None]:
 
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     """The overrides of each job of `train -m <overrides>`, in Hydra's basic sweeper's order."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from dfablate.config import compose_config
-
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(list(overrides))
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]

@@ -5,6 +5,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
 
 def progress_bar(
     enabled: bool = True, *, counts: Literal["items", "bytes"] = "items", transient: bool = False
@@ -12,18 +24,6 @@ def progress_bar(
     """A rich Progress with the task name, a bar, the count done (items, or bytes with the
     transfer speed) and the time elapsed and left; a no-op when not `enabled`; `transient`
     bars vanish when done."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
     done = (
         (DownloadColumn(), TransferSpeedColumn()) if counts == "bytes" else (MofNCompleteColumn(),)
     )

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from dfablate.audio import read_audio
 from dfablate.errors import UserError
@@ -363,8 +364,6 @@ def load_finished_rows(
 
 def rows_to_frame(rows: Iterable[Row], metrics: Sequence[str] = METRICS) -> pd.DataFrame:
     """Rows as a DataFrame: metrics as floats, `error` "" where the pair was scored."""
-    import pandas as pd
-
     frame = pd.DataFrame(list(rows), columns=list(csv_columns(metrics)))
     for metric in metrics:
         frame[metric] = frame[metric].astype(float)

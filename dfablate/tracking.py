@@ -7,6 +7,7 @@ Without network or credentials W&B writes `<run_dir>/wandb/offline-run-*/run-<id
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 import secrets
@@ -17,7 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import wandb
+from scipy.signal import stft
 
 from dfablate.errors import UserError
 
@@ -51,22 +56,17 @@ def wandb_mode(requested: str = "auto") -> str:
     return mode
 
 
-def follow_run(given: Mapping[str, Any], logger: Mapping[str, Any] | None) -> dict[str, Any]:
-    """W&B settings (mode, project, entity) of a stage that follows a training run, whose
-    logger config is `logger` (None: unknown). What is given wins; a null mode follows the run
-    (no W&B logger there, none here; unknown: auto); a null project is the run's, else dfablate."""
+def follow_run(given: Mapping[str, Any], logger: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """W&B settings (mode, project, entity) of a stage that follows a training run whose logger
+    config is `logger` (None: unknown), or None for no W&B at all: a null mode follows the run
+    (no W&B logger there, none here, whatever WANDB_MODE says; unknown: auto). What is given
+    wins; a null project is the run's, else dfablate."""
     train_wandb = (logger or {}).get("wandb") or {}
     mode = given.get("mode")
-    if mode is None:
-        mode = (
-            "auto"
-            if logger is None
-            else train_wandb.get("mode", "auto")
-            if train_wandb
-            else "disabled"
-        )
+    if mode is None and logger is not None and not train_wandb:
+        return None
     return {
-        "mode": mode,
+        "mode": mode or train_wandb.get("mode") or "auto",
         "project": given.get("project") or train_wandb.get("project") or "dfablate",
         "entity": given.get("entity") or train_wandb.get("entity"),
     }
@@ -110,8 +110,6 @@ def wandb_init_kwargs(
 
 def init_wandb(run_dir: str | Path, config: Mapping[str, Any] | None = None, **kwargs: Any):
     """Start (or resume) the W&B run of `run_dir`; kwargs as for `wandb_init_kwargs`."""
-    import wandb
-
     init_kwargs = wandb_init_kwargs(run_dir, **kwargs)
     record_wandb_run(run_dir, init_kwargs)
     return wandb.init(config=dict(config or {}), **init_kwargs)
@@ -120,8 +118,6 @@ def init_wandb(run_dir: str | Path, config: Mapping[str, Any] | None = None, **k
 def record_wandb_run(run_dir: str | Path, init_kwargs: Mapping[str, Any]) -> None:
     """Write `<run_dir>/wandb/dfablate_run.json`: where the run lives in W&B, so a Report can
     select it (group, job_type) and `wandb-report push` can check it was synced."""
-    import json
-
     if init_kwargs.get("mode") == "disabled":
         return
     path = Path(run_dir) / "wandb" / RUN_RECORD_FILE
@@ -132,8 +128,6 @@ def record_wandb_run(run_dir: str | Path, init_kwargs: Mapping[str, Any]) -> Non
 
 def recorded_wandb_run(run_dir: str | Path) -> dict[str, Any] | None:
     """The record `record_wandb_run` left in `run_dir` (None: never logged to W&B)."""
-    import json
-
     path = Path(run_dir) / "wandb" / RUN_RECORD_FILE
     if not path.is_file():
         return None
@@ -166,11 +160,7 @@ def quiet_wandb():
 
 def spectrogram_figure(waves: Mapping[str, np.ndarray], sample_rate: int):
     """A matplotlib figure with one log-magnitude spectrogram panel per named waveform."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.signal import stft
 
     fig, axes = plt.subplots(len(waves), 1, figsize=(8, 2.2 * len(waves)), squeeze=False)
     for ax, (title, wave) in zip(axes[:, 0], waves.items(), strict=True):
@@ -193,9 +183,6 @@ def log_audio_example(
 ) -> None:
     """Log each named waveform as audio under `examples/<name>/<key>` and one spectrogram image
     (`step` goes in as `trainer/global_step`, Lightning's step key, not as W&B's own step)."""
-    import matplotlib.pyplot as plt
-    import wandb
-
     data: dict[str, Any] = {
         f"examples/{name}/{key}": wandb.Audio(np.asarray(w, dtype=np.float32), sample_rate)
         for key, w in waves.items()
@@ -211,7 +198,5 @@ def log_audio_example(
 def log_feature_std(run: Any, table: Any, norm: str) -> None:
     """Log the per-bin feature std (`dfablate.features.feature_std` DataFrame) as a table, plus
     its mean in the summary."""
-    import wandb
-
     run.log({f"features/std_{norm}": wandb.Table(dataframe=table)})
     run.summary["features/std_mean"] = float(table[["std_real", "std_imag"]].to_numpy().mean())

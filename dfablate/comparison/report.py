@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from scipy import stats
 
 from dfablate.comparison import seed_stats
 from dfablate.comparison.results import NO_RELATIVE, Comparison, gain_suffix
@@ -51,10 +59,7 @@ def _panels(plt, n: int):
 def write_figures(comparison: Comparison, out_dir: Path) -> list[Path]:
     """Per condition: B - A per file (files sorted by A's score) and its distribution; per gain:
     per-seed means with the seed-aware interval; with several gains: robustness curves."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     c, paths = comparison, []
     for contrast in c.contrasts:
@@ -77,8 +82,6 @@ def _per_file_figures(
     plt, c: Comparison, contrast: tuple[str, str], gain: float, out_dir: Path
 ) -> list[Path]:
     """B - A per file (files sorted by A's score) and its distribution, one panel a metric."""
-    from matplotlib.ticker import MaxNLocator
-
     table = _condition(c.relative_diff, contrast, gain)
     summary = _condition(c.summary, contrast, gain).set_index("metric")
     where = f"{contrast[0]} vs {contrast[1]}" + (f" at {gain:+g} dB input gain" if gain else "")
@@ -210,8 +213,6 @@ def _robustness_means_figure(plt, c: Comparison, out_dir: Path) -> Path:
 
 def _t_half_width(std: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Half-width of the 95 % t interval of a mean of `count` runs (NaN with one run)."""
-    from scipy import stats
-
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(
             count > 1, stats.t.ppf(0.975, np.maximum(count - 1, 1)) * std / np.sqrt(count), np.nan
@@ -548,10 +549,6 @@ def _files_compared(summary: pd.DataFrame) -> str:
 
 def print_summary(comparison: Comparison, report: Path | None = None, console=None) -> None:
     """The seed-aware headline per condition in the terminal (rich)."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     c = comparison
     for contrast in c.contrasts:
@@ -602,8 +599,6 @@ def print_summary(comparison: Comparison, report: Path | None = None, console=No
 
 def default_out_dir(root: Path = Path("outputs")) -> Path:
     """A new folder outputs/compare/<timestamp> (suffixed if it already exists)."""
-    from datetime import datetime
-
     base = root / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     path, k = base, 1
     while path.exists():

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import wilcoxon
 
 from dfablate.comparison import seed_stats
 from dfablate.comparison.design import Design, resolve_contrasts
@@ -32,8 +33,6 @@ def relative_difference_pct(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided paired Wilcoxon signed-rank p-value; 1.0 when all differences are zero."""
-    from scipy.stats import wilcoxon
-
     diff = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
     if diff.size == 0:
         return float("nan")

@@ -6,7 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import wandb
+
 from dfablate.comparison.results import Comparison, gain_suffix
+from dfablate.tracking import init_wandb, quiet_wandb, wandb_mode
+from dfablate.wandb_report.spec import PER_FILE_RUNS_KEY, merged_per_file
 
 WANDB_SUMMARY_KEYS = (
     "a_mean", "b_mean", "mean_diff", "ci95_low", "ci95_high", "p_value", "p_holm", "mde",
@@ -28,8 +32,6 @@ def log_comparison_to_wandb(
     `on_run` (the W&B Report's publisher) is called with the run before it finishes, or with
     None when W&B is disabled.
     """
-    from dfablate.tracking import quiet_wandb, wandb_mode
-
     if wandb_mode(mode) == "disabled":
         if on_run is not None:
             on_run(None)
@@ -45,10 +47,6 @@ def _log_comparison(
     project: str,
     on_run: Callable[[Any], None] | None,
 ):
-    import wandb
-
-    from dfablate.tracking import init_wandb
-    from dfablate.wandb_report.spec import PER_FILE_RUNS_KEY, merged_per_file
 
     out_dir = paths["report"].parent
     experiments = {r.experiment for r in comparison.runs}

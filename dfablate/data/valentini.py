@@ -18,6 +18,7 @@ import soundfile as sf
 
 from dfablate.audio import AudioError, read_audio, truncation
 from dfablate.errors import UserError
+from dfablate.progress import progress_bar
 
 SPLIT_DIRS: dict[str, tuple[str, str]] = {
     "train": ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav"),
@@ -224,8 +225,6 @@ def check_pairs(
     Header-only by default (fast: catches unreadable and empty files; formats that can hold NaN
     are read in full anyway); `full_read` decodes every sample, as `dfablate data verify` does.
     """
-    from dfablate.progress import progress_bar
-
     check = PairCheck(pairs=len(pairs))
     with (
         ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from hydra.utils import instantiate
+
 from dfablate.audio import MAX_GAIN_DB, is_gain_db
+from dfablate.config import user_error_cause
+from dfablate.data.valentini import evenly_spread, find_clean_noisy_pairs
 from dfablate.errors import UserError
 
 
@@ -70,11 +74,6 @@ def load_test_set(
 ) -> TestSet:
     """The pairs of `split` of the dataset a data config (`configs/data/*.yaml`) describes;
     with `max_files`, an evenly spread subset of that many (for smoke runs)."""
-    from hydra.utils import instantiate
-
-    from dfablate.config import user_error_cause
-    from dfablate.data.valentini import evenly_spread, find_clean_noisy_pairs
-
     try:
         datamodule = instantiate(data_cfg)
     except Exception as exc:  # Hydra wraps a data module's refusal (e.g. data.root)

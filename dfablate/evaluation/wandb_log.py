@@ -6,28 +6,28 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+import wandb
 
 from dfablate.evaluation.pipeline import Evaluation
 from dfablate.evaluation.testset import gain_dir_name
 from dfablate.tracking import init_wandb, quiet_wandb, wandb_mode
 
 
-def log_evaluation_to_wandb(evaluation: Evaluation, settings: Mapping[str, Any]) -> None:
+def log_evaluation_to_wandb(evaluation: Evaluation, settings: Mapping[str, Any] | None) -> None:
     """One W&B run per evaluation (job_type "eval", grouped with its training runs): the
     per-file table, the noisy reference table and the means in the summary. `settings`: mode,
-    project and entity (`dfablate.tracking.follow_run`).
+    project and entity (`dfablate.tracking.follow_run`); None: no W&B.
 
     A separate run rather than resuming the training run: offline runs resumed elsewhere would
     restart W&B's step counter and clash with the training history on upload.
     """
-    if wandb_mode(settings.get("mode") or "auto") == "disabled":
+    if settings is None or wandb_mode(settings.get("mode") or "auto") == "disabled":
         return
     with quiet_wandb():
         _log_evaluation(evaluation, settings)
 
 
 def _log_evaluation(evaluation: Evaluation, settings: Mapping[str, Any]) -> None:
-    import wandb  # the run's own import (it sets up W&B's service), only when logging
 
     summary = evaluation.summary
     run_dir = evaluation.record.run.run_dir

@@ -7,11 +7,13 @@ one place tests replace to stand in for the server.
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dfablate.comparison.report import answers as answer_sentences
 from dfablate.errors import UserError
 from dfablate.tracking import has_wandb_credentials, is_synced, offline_run_files
 from dfablate.wandb_report.build import EXTRA_HINT, build_report, require_workspaces
@@ -20,8 +22,6 @@ from dfablate.wandb_report.spec import REPORT_URL_KEY, SPEC_FILE, build_spec, re
 
 def command_line(arguments: Sequence[str]) -> str:
     """The `dfablate` command with these arguments, as a shell would take it."""
-    import shlex
-
     return shlex.join(["dfablate", *arguments])
 
 
@@ -31,7 +31,6 @@ class ReportPublisher:
     and records it in report.md and in the run's summary."""
 
     def __init__(self, comparison, out_dir: Path, *, project: str, command: str, answers=None):
-        from dfablate.comparison.report import answers as answer_sentences
 
         self.comparison = comparison
         self.out_dir = Path(out_dir)

@@ -176,9 +176,9 @@ def test_verify_reports_every_kind_of_problem_in_one_pass(short_run, tmp_path, c
 
 def test_interrupted_evaluate_says_how_to_resume(short_run, tmp_path, capsys, monkeypatch):
     """Ctrl-C during the second utterance: exit 130 and the command that continues it."""
-    import dfablate.enhance
+    import dfablate.evaluation.pipeline
 
-    real, calls = dfablate.enhance.enhance_waveform, []
+    real, calls = dfablate.evaluation.pipeline.enhance_waveform, []
 
     def interrupted_on_second_call(*args, **kwargs):
         calls.append(1)
@@ -186,7 +186,9 @@ def test_interrupted_evaluate_says_how_to_resume(short_run, tmp_path, capsys, mo
             raise KeyboardInterrupt  # what Ctrl-C raises in the main process
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dfablate.enhance, "enhance_waveform", interrupted_on_second_call)
+    monkeypatch.setattr(
+        dfablate.evaluation.pipeline, "enhance_waveform", interrupted_on_second_call
+    )
     args = [f"run={short_run.run_dir}", "max_files=3", "jobs=1", "progress=false",
             f"out_dir={tmp_path / 'eval'}", f"noisy_cache_dir={tmp_path / 'cache'}"]  # fmt: skip
     assert main(["evaluate", *args]) == 130
