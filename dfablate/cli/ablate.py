@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dfablate.cli.help import add_help_option, print_help
+from dfablate.cli.help import add_hydra_stage, print_help
 
 EPILOG = """\
 examples:
@@ -21,16 +21,14 @@ skipped. Arguments are training overrides, except ablate.<key>=<value> (configs/
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    add_hydra_stage(
+        subparsers,
         "ablate",
-        help="train, evaluate and compare every variant x seed of an experiment",
+        summary="train, evaluate and compare every variant x seed of an experiment",
         description="The whole ablation in one command; resumes where it stopped.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        add_help=False,
+        handler=run,
     )
-    add_help_option(parser)
-    parser.set_defaults(handler=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:

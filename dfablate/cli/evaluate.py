@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dfablate.cli.help import add_help_option, print_help
+from dfablate.cli.help import add_hydra_stage, print_help
 
 EPILOG = """\
 examples:
@@ -25,16 +25,14 @@ configs/evaluate.yaml (`--config-dir DIR` adds a folder of your own data configs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    add_hydra_stage(
+        subparsers,
         "evaluate",
-        help="enhance and score a test set with a checkpoint (Hydra overrides)",
+        summary="enhance and score a test set with a checkpoint (Hydra overrides)",
         description="Enhance every test utterance with a checkpoint and score it.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        add_help=False,
+        handler=run,
     )
-    add_help_option(parser)
-    parser.set_defaults(handler=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:

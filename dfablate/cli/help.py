@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,24 @@ def add_help_option(parser: argparse.ArgumentParser) -> None:
         help="show this help with every config group and key and its default, then exit",
     )
     parser.set_defaults(help_parser=parser)
+
+
+def add_hydra_stage(
+    subparsers: argparse._SubParsersAction, name: str, *, summary: str, description: str,
+    epilog: str, handler: Callable[[argparse.Namespace], int],
+) -> None:  # fmt: skip
+    """The parser of a Hydra-driven stage (train, evaluate, ablate): its arguments are Hydra
+    overrides, and `--help` lists the composed config."""
+    parser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    add_help_option(parser)
+    parser.set_defaults(handler=handler, accepts_overrides=True)
 
 
 def format_value(value: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dfablate.cli.help import add_help_option, print_help
+from dfablate.cli.help import add_hydra_stage, print_help
 
 EPILOG = """\
 examples:
@@ -25,16 +25,14 @@ config files to the shipped ones. Runs go to outputs/<name>/<norm>-seed<seed>/.
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    add_hydra_stage(
+        subparsers,
         "train",
-        help="train a DeepFilterNet variant (Hydra overrides; -m for a sweep)",
+        summary="train a DeepFilterNet variant (Hydra overrides; -m for a sweep)",
         description="Train DeepFilterNet with the normalisation chosen by norm=<name>.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        add_help=False,
+        handler=run,
     )
-    add_help_option(parser)
-    parser.set_defaults(handler=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
