@@ -14,7 +14,7 @@ HASH_BLOCK_BYTES = 1 << 20  # files are hashed in 1 MiB blocks, never read whole
 
 
 def file_sha1(path: str | Path) -> str:
-    """The SHA1 of a file's bytes (checkpoint identity, compare's inputs)."""
+    """The SHA1 of a file's bytes (an evaluation's checkpoint, compare's inputs)."""
     digest = hashlib.sha1()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):

@@ -52,7 +52,7 @@ class TestSet:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Content identity: file names and sizes (the same set at another root matches)."""
+        """What the test set holds: file names and sizes (the same set at another root matches)."""
         digest = hashlib.sha1()
         for pair in sorted(self.pairs, key=lambda p: p.name):
             digest.update(
