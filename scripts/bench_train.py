@@ -168,7 +168,7 @@ def native_vs_upstream(
     from upstream import build_upstream_dfnet
 
     native = system.dfnet
-    identity = system.identity["model"]
+    identity = system.model_identity["model"]
     upstream = build_upstream_dfnet(identity["arch"], **identity["params"]).to(args.device)
     upstream.load_state_dict(native.state_dict())
     models = {"native": native, "upstream": upstream}

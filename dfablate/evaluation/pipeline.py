@@ -407,7 +407,7 @@ def evaluate_checkpoint(
         "experiment": run.experiment,
         "norm": system.norm,
         "seed": run.seed,
-        "arch": system.identity["model"]["arch"],
+        "arch": system.model_identity["model"]["arch"],
     }
     out_dir = out_dir or run_dir / "eval" / gain_dir_name(test_set.name, input_gain_db)
     return evaluate_model(

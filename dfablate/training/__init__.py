@@ -1,10 +1,14 @@
 """Training a DeepFilterNet variant.
 
-- `module`: `DfnSystem`, the LightningModule (step, loss, validation);
-- `schedule`: the DFN3 optimiser and its per-step schedules (`RecipeSchedule`);
-- `checkpoints`: what a checkpoint means (identity, loading) and `RunCheckpoints`;
+- `module`: `DfnSystem`, the one LightningModule: step, loss, validation, the optimiser with its
+  per-step schedules, and the checkpoint's `model_identity` (saved, checked, `load_checkpoint`);
+  `train` builds it from the config's `system:` node;
+- `schedule`: DFN3's per-step LR and weight-decay schedules (`RecipeSchedule`);
+- `checkpoints`: the checkpoint format (model identity, RNG states, reading and checking) and
+  `RunCheckpoints`; it does not import `module`;
 - `callbacks`: W&B media (`WandbMedia`);
-- `task`: the Hydra task behind `dfablate train` (`train`, `run_cli`, `check_run`).
+- `task`: the Hydra task behind `dfablate train` (`train`, `run_cli`, `check_run`, and `Launch`,
+  what DDP needs to know about the `dfablate train` process).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+
+from dfablate.features import feature_std
+from dfablate.tracking import log_audio_example, log_feature_std
 
 if TYPE_CHECKING:
     from dfablate.training.module import DfnSystem
@@ -27,8 +31,6 @@ class WandbMedia(Callback):
 
     @staticmethod
     def _run(trainer: L.Trainer) -> Any:
-        from lightning.pytorch.loggers import WandbLogger
-
         if trainer.global_rank != 0:
             return None
         for logger in trainer.loggers:
@@ -40,9 +42,6 @@ class WandbMedia(Callback):
         run = self._run(trainer)
         if run is None or trainer.ckpt_path is not None or self.std_utterances <= 0:
             return
-        from dfablate.features import feature_std
-        from dfablate.tracking import log_feature_std
-
         loader = trainer.datamodule.val_dataloader()
         waves = []
         for batch in loader:
@@ -50,7 +49,7 @@ class WandbMedia(Callback):
             if len(waves) >= self.std_utterances:
                 break
         table = feature_std(
-            waves[: self.std_utterances], pl_module.norm, **pl_module.identity["features"]
+            waves[: self.std_utterances], pl_module.norm, **pl_module.model_identity["features"]
         )
         log_feature_std(run, table, pl_module.norm)
 
@@ -86,8 +85,6 @@ class WandbMedia(Callback):
         run = self._run(trainer)
         if run is None:
             return
-        from dfablate.tracking import log_audio_example
-
         for name, waves in pending:
             log_audio_example(run, name, waves, pl_module.features.sr, step=trainer.global_step)
             self._logged_references.add(name)

@@ -1,9 +1,10 @@
 """What a dfablate checkpoint means, and the checkpoints a run keeps.
 
-A checkpoint carries its identity under the key "dfablate": the normalisation, the feature
-parameters and the architecture with all resolved model parameters. `CheckpointIdentity` (part
-of `DfnSystem`) writes it with the RNG states and restores both; `load_checkpoint` rebuilds
-exactly that model and refuses a contradicting expectation (`CheckpointMismatchError`).
+A checkpoint carries its model identity under the key "dfablate": the normalisation, the
+feature parameters and the architecture with all resolved model parameters. `DfnSystem` writes
+it with the RNG states (`checkpoint_state`) and restores both; `DfnSystem.load_checkpoint`
+rebuilds exactly that model and refuses a contradicting expectation (`CheckpointMismatchError`).
+This module knows the checkpoint format, not the LightningModule (it does not import it).
 `RunCheckpoints` keeps `best.ckpt` (validation loss) and `last.ckpt` (every N steps, after each
 validation and on interruption) so a killed run resumes.
 """
@@ -15,7 +16,7 @@ import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -26,9 +27,6 @@ from dfablate.errors import UserError
 from dfablate.features import FEATURE_PARAMS
 from dfablate.models.build import resolved_model_params
 from dfablate.models.params import ModelConfigError
-
-if TYPE_CHECKING:
-    from dfablate.training.module import DfnSystem
 
 IDENTITY_KEY = "dfablate"
 IDENTITY_VERSION = 1
@@ -57,77 +55,50 @@ def model_identity(norm: str, arch: str, params: Mapping[str, Any]) -> dict[str,
     }
 
 
-class CheckpointIdentity:
-    """LightningModule hooks that store and check a model's identity and RNG states (mixed
-    into `DfnSystem`, which holds `identity` and the non-finite counters)."""
-
-    identity: dict[str, Any]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[IDENTITY_KEY] = self.identity
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        checkpoint["rng_states"] = {  # plain types and tensors: loadable with weights_only=True
+def checkpoint_state(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """What `DfnSystem` adds to a checkpoint: its model identity and the RNG states (plain
+    types and tensors, so the file loads with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        IDENTITY_KEY: identity,
+        "rng_states": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
             "python": random.getstate(),
-        }
-        checkpoint["nonfinite"] = {
-            "total": self.nonfinite_total,
-            "in_a_row": self.nonfinite_in_a_row,
-        }
+        },
+    }
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resuming: refuse another model, and continue the RNG streams where they stopped."""
-        check_identity(checkpoint.get(IDENTITY_KEY), self.identity, "this run's config")
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            if states["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(states["cuda"])
-            kind, keys, pos, has_gauss, cached = states["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-            random.setstate(states["python"])
-        counts = checkpoint.get("nonfinite", {})
-        self.nonfinite_total = counts.get("total", 0)
-        self.nonfinite_in_a_row = counts.get("in_a_row", 0)
 
-    @classmethod
-    def load_checkpoint(
-        cls,
-        path: str | Path,
-        expect_norm: str | None = None,
-        expect_arch: str | None = None,
-        map_location: str | torch.device = "cpu",
-    ) -> DfnSystem:
-        """Rebuild exactly the model stored in `path` (eval mode).
+def restore_rng_states(checkpoint: Mapping[str, Any]) -> None:
+    """Resuming: continue the RNG streams where the checkpoint's run stopped them."""
+    states = checkpoint.get("rng_states")
+    if not states:
+        return
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(states["python"])
 
-        `expect_norm` / `expect_arch` are what the caller was configured with (e.g. an
-        evaluation's `norm=`); a value that contradicts the checkpoint raises
-        CheckpointMismatchError naming both.
-        """
-        checkpoint = read_checkpoint(path, map_location)
-        identity = checkpoint[IDENTITY_KEY]
-        expected = {"norm": expect_norm, "model.arch": expect_arch}
-        for key, value in expected.items():
-            stored = identity["norm"] if key == "norm" else identity["model"]["arch"]
-            if value is not None and value != stored:
-                raise CheckpointMismatchError(
-                    f"{path}: checkpoint was trained with {key}={stored}, but {key}={value} was "
-                    f"requested; drop the override or pick a checkpoint trained with {key}={value}"
-                )
-        hparams = checkpoint.get("hyper_parameters", {})
-        system = cls(
-            norm=identity["norm"],
-            model={"arch": identity["model"]["arch"], "params": identity["model"]["params"]},
-            loss=hparams.get("loss"),
-            optim=hparams.get("optim"),
-            val_metric_utterances=hparams.get("val_metric_utterances", 3),
-            norm_function=hparams.get("norm_function"),
-        )
-        check_identity(identity, system.identity, "the rebuilt model")
-        system.load_state_dict(checkpoint["state_dict"])
-        return system.eval()
+
+def check_expected(
+    path: str | Path,
+    stored: Mapping[str, Any],
+    expect_norm: str | None = None,
+    expect_arch: str | None = None,
+) -> None:
+    """Refuse a caller's norm / arch (e.g. an evaluation's `norm=`) that contradicts the model
+    identity `stored` in the checkpoint at `path`."""
+    expected = {"norm": expect_norm, "model.arch": expect_arch}
+    for key, value in expected.items():
+        found = stored["norm"] if key == "norm" else stored["model"]["arch"]
+        if value is not None and value != found:
+            raise CheckpointMismatchError(
+                f"{path}: checkpoint was trained with {key}={found}, but {key}={value} was "
+                f"requested; drop the override or pick a checkpoint trained with {key}={value}"
+            )
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

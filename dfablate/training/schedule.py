@@ -1,28 +1,14 @@
-"""DFN3's optimiser and schedules: AdamW (amsgrad), per-step LR warm-up + cosine and cosine
-weight decay (`RecipeSchedule`), rebuilt when the epoch length changes (a batch-size ramp).
-
-`RecipeOptimisation` is the part of `DfnSystem` that sets them up from its `optim_cfg`, whose
-defaults are `configs/optim/dfn3.yaml` (`optim_recipe`).
+"""DFN3's per-step schedules (`RecipeSchedule`): LR warm-up + cosine and cosine weight decay,
+rebuilt when the epoch length changes (a batch-size ramp). `DfnSystem.configure_optimizers`
+sets them up on AdamW (amsgrad) from the composed config's `optim:` (`configs/optim/dfn3.yaml`).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
-
-from dfablate.config import config_file
-
-
-def optim_recipe() -> dict[str, Any]:
-    """DFN3's optimiser settings (`configs/optim/dfn3.yaml`): the values for keys a config
-    leaves out."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.load(config_file("optim/dfn3.yaml")))
 
 
 class RecipeSchedule(LRScheduler):
@@ -99,74 +85,3 @@ class RecipeSchedule(LRScheduler):
             group["lr"] = self.lr_at(self.position)
             group["weight_decay"] = self.weight_decay_at(self.position)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-
-class RecipeOptimisation:
-    """LightningModule hooks of the DFN3 recipe: the optimizer and its per-step schedules
-    (mixed into `DfnSystem`, which holds `optim_cfg`)."""
-
-    optim_cfg: dict[str, Any]
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.optim_cfg
-        optimizer = torch.optim.AdamW(
-            self.parameters(),
-            lr=cfg["lr"],
-            betas=tuple(cfg["betas"]),
-            weight_decay=cfg["weight_decay"],
-            amsgrad=True,
-        )
-        total = int(self.trainer.estimated_stepping_batches)
-        max_epochs = self.trainer.max_epochs or -1
-        steps_per_epoch = self._steps_per_epoch()
-        if steps_per_epoch is None and max_epochs > 0:
-            steps_per_epoch = total // max_epochs
-        elif steps_per_epoch is None:
-            warnings.warn("epoch length unknown (max_steps only): no LR warm-up", stacklevel=2)
-            steps_per_epoch = 0
-        schedule = RecipeSchedule(
-            optimizer,
-            total_steps=total,
-            warmup_steps=int(cfg["warmup_epochs"] * steps_per_epoch),
-            lr=cfg["lr"],
-            lr_warmup=cfg["lr_warmup"],
-            lr_min=cfg["lr_min"],
-            weight_decay=cfg["weight_decay"],
-            weight_decay_end=cfg["weight_decay_end"],
-            steps_per_epoch=steps_per_epoch,
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "lr"},
-        }
-
-    def _steps_per_epoch(self) -> int | None:
-        """Optimizer steps in this epoch's training loader (None when it has no length)."""
-        batches = self.trainer.num_training_batches
-        if not math.isfinite(batches):
-            return None
-        accumulate = max(int(self.trainer.accumulate_grad_batches), 1)
-        return max(math.ceil(batches / accumulate), 1)
-
-    def on_train_epoch_start(self) -> None:
-        """A new epoch length (batch-size ramp): rebuild the LR and WD schedules for it."""
-        schedule = self.lr_schedulers()
-        steps_per_epoch = self._steps_per_epoch()
-        max_epochs = self.trainer.max_epochs or -1
-        if (
-            isinstance(schedule, RecipeSchedule)
-            and steps_per_epoch is not None
-            and schedule.steps_per_epoch not in (None, steps_per_epoch)
-            and max_epochs > 0
-        ):
-            schedule.set_epoch_length(
-                steps_per_epoch,
-                max_epochs,
-                self.optim_cfg["warmup_epochs"],
-                self.current_epoch,
-            )
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        group = self.optimizers(use_pl_optimizer=False).param_groups[0]
-        self.log("train/lr", group["lr"], batch_size=1)
-        self.log("train/weight_decay", group["weight_decay"], batch_size=1)

@@ -9,7 +9,8 @@ from any directory, installed from a wheel too.
 DDP and multiruns: Lightning's `ddp` strategy starts ranks > 0 by re-running the command line.
 Jobs run by the CLI process re-run `dfablate train <this job's overrides>` in the job's run
 directory (never the sweep); jobs in launcher workers (joblib, submitit_local) use `ddp_spawn`;
-on SLURM (submitit_slurm with tasks_per_node = devices) the ranks come from SLURM itself.
+on SLURM (submitit_slurm with tasks_per_node = devices) the ranks come from SLURM itself. What
+decides this is `Launch`, made once per `run_cli` and passed down to `train`.
 
 Refusals (`check_run`: an existing run without resume=true, a checkpoint of another model, bad
 values) come before anything is written: for a single run before Hydra starts, in a sweep before
@@ -18,22 +19,58 @@ the job writes its `.hydra/` records, so a refused command leaves a run director
 
 from __future__ import annotations
 
+import csv
+import inspect
 import logging
 import os
 import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
+import lightning as L
+import torch
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.fabric.connector import _convert_precision_to_unified_args
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from dfablate.config import CONFIG_SEARCH_PATH, as_user_error, compose_config, one_line
+from dfablate.config import (
+    CONFIG_SEARCH_PATH,
+    as_user_error,
+    compose_config,
+    one_line,
+    override_key,
+)
+from dfablate.cores import check_core_count
+from dfablate.data.datamodule import check_preload_config
 from dfablate.errors import Interrupted, UserError
+from dfablate.features import get_norm, register_norm_function
+from dfablate.parallel import train_sweep
+from dfablate.paths import check_output_dir
+from dfablate.tracking import record_wandb_run, wandb_init_kwargs
+from dfablate.training.checkpoints import (
+    IDENTITY_KEY,
+    RunCheckpoints,
+    check_identity,
+    model_identity,
+    read_checkpoint,
+)
+from dfablate.training.module import check_compile_mode, check_recipe, compile_model
 
 log = logging.getLogger(__name__)
-
-_cli_pid: int | None = None  # the process that runs `dfablate train`
-_cli_argv0: str | None = None
 
 
 def compose_train_config(
@@ -46,25 +83,18 @@ def compose_train_config(
 
 def _job_label() -> str:
     """ "" for a single run; "job <n> (<overrides>): " inside a multirun."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return ""
     return f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}): "
 
 
-def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
+def run_hydra(task_function: Callable[[Any], None], config_name: str, overrides: list[str]) -> None:
     """Run `task_function(cfg)` under Hydra with `overrides` (as on a command line, `-m` too).
 
     A job that raises UserError is reported, not fatal to the other jobs of a multirun; after
     all jobs, the failures (and any Hydra/OmegaConf error) are raised as one one-line UserError.
     """
-    import hydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     failures: list[str] = []
     parent_pid = os.getpid()
 
@@ -106,37 +136,61 @@ def run_hydra(task_function, config_name: str, overrides: list[str]) -> None:
         raise UserError(f"{len(failures)} jobs failed: " + "; ".join(failures))
 
 
-def _task(cfg) -> None:
-    train(cfg)
-
-
 # Sweep jobs write Hydra's records (.hydra/config.yaml, hydra.yaml, overrides.yaml) themselves,
 # once their checks have passed; the folder name reaches launcher workers through the job's env.
 _RECORDS_ENV = "DFABLATE_HYDRA_RECORDS"
 
 
+@dataclass(frozen=True)
+class Launch:
+    """The process that runs `dfablate train`, as `run_cli` found it: what `train` needs to
+    choose a DDP strategy whose ranks > 0 run this job (see the module docstring)."""
+
+    cli_pid: int  # the process of `dfablate train`; a job elsewhere is in a launcher worker
+    argv0: str  # its sys.argv[0], the program Lightning re-runs for ranks > 0
+    relaunched: bool  # this process is a rank > 0 that Lightning's ddp started (LOCAL_RANK set)
+
+    @classmethod
+    def of_this_process(cls) -> Launch:
+        return cls(os.getpid(), sys.argv[0], "LOCAL_RANK" in os.environ)
+
+    def strategy(
+        self, requested: Any, job_overrides: Sequence[str], pid: int | None = None
+    ) -> tuple[Any, list[str] | None]:
+        """The Lightning strategy for a job with `job_overrides` (its task overrides, then its
+        `hydra.searchpath`) run in process `pid` (default: this one), and the command line
+        Lightning must re-run for the job's ranks > 0 (None: leave sys.argv as it is)."""
+        if requested != "ddp" or SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+            return requested, None  # no re-run, or the ranks are started by the cluster
+        if (os.getpid() if pid is None else pid) != self.cli_pid:
+            log.warning("DDP inside a launcher worker process: using strategy ddp_spawn")
+            return "ddp_spawn", None
+        if self.relaunched:
+            return requested, None  # a rank > 0: its command line is already this job's
+        return requested, [self.argv0, "train", *job_overrides]
+
+
 def run_cli(overrides: list[str]) -> int:
     """`dfablate train [overrides]`: run the training task (or a sweep with -m)."""
-    global _cli_pid, _cli_argv0
-    _cli_pid, _cli_argv0 = os.getpid(), sys.argv[0]
+    launch = Launch.of_this_process()
     overrides = list(overrides)
     _preflight(overrides)
     sweep = any(arg in ("-m", "--multirun") for arg in overrides)
     if sweep and (runs_per_device := _runs_per_device(overrides)) > 1:
-        from dfablate.parallel import train_sweep
-
         train_sweep(overrides, runs_per_device)
         return 0
     if sweep and not any(arg.lstrip("+").startswith("hydra.output_subdir=") for arg in overrides):
         overrides += ["hydra.output_subdir=null", f"+hydra.job.env_set.{_RECORDS_ENV}=.hydra"]
-    run_hydra(_task, "train", overrides)
+
+    def task(cfg) -> None:
+        train(cfg, launch=launch)
+
+    run_hydra(task, "train", overrides)
     return 0
 
 
 def _runs_per_device(overrides: list[str]) -> int:
     """The sweep's `runs_per_device` (1: the configured Hydra launcher runs the jobs)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parsed = OverridesParser.create().parse_overrides(
         [o for o in overrides if o not in ("-m", "--multirun")]
     )
@@ -149,8 +203,6 @@ def _runs_per_device(overrides: list[str]) -> int:
 
 def _write_hydra_records(cfg, run_dir: Path, subdir: str) -> None:
     """What Hydra writes into `<run dir>/<subdir>/` before a job (see `_RECORDS_ENV`)."""
-    from hydra.core.hydra_config import HydraConfig
-
     hydra_cfg = HydraConfig.get()
     records = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)})
     records.hydra.output_subdir = subdir
@@ -164,27 +216,25 @@ def _write_hydra_records(cfg, run_dir: Path, subdir: str) -> None:
 # --- the task --------------------------------------------------------------------------------
 
 
-def _strategy(requested: Any) -> Any:
-    """The Lightning strategy to use; see the module docstring for DDP under multiruns."""
-    if requested != "ddp":
-        return requested
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-
-    if SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
-        return requested  # ranks are started by the cluster
-    if _cli_pid is None:
-        return requested  # called from a user's own script: Lightning re-runs that script
-    if os.getpid() != _cli_pid:
-        log.warning("DDP inside a launcher worker process: using strategy ddp_spawn")
-        return "ddp_spawn"
-    from hydra.core.hydra_config import HydraConfig
-
-    # Lightning re-runs sys.argv (+ hydra.run.dir=<this run dir>) for ranks > 0: make that
-    # this single job, not the whole sweep.
+def _job_overrides() -> list[str]:
+    """This Hydra job's overrides and the command's `hydra.searchpath` (a config folder of the
+    user's own): what re-runs this one job, not the whole sweep."""
     overrides = HydraConfig.get().overrides
     searchpath = [o for o in overrides.hydra if o.lstrip("+").startswith("hydra.searchpath=")]
-    sys.argv = [_cli_argv0 or sys.argv[0], "train", *overrides.task, *searchpath]
-    return requested
+    return [*overrides.task, *searchpath]
+
+
+@contextmanager
+def _command_line(argv: list[str] | None) -> Iterator[None]:
+    """sys.argv is `argv` (unless None) for the duration: Lightning's ddp re-runs it."""
+    if argv is None:
+        yield
+        return
+    saved, sys.argv = sys.argv, argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 @dataclass(frozen=True)
@@ -204,8 +254,6 @@ def _integer(cfg, key: str) -> int | None:
 
 def _check_output(cfg, run_dir: Path) -> None:
     """The run folder can be made and written: output_root is a writable folder."""
-    from dfablate.paths import check_output_dir
-
     root = cfg.get("output_root")
     if root is not None and run_dir.is_relative_to(Path(str(root))):
         check_output_dir(Path(str(root)), "output_root")
@@ -217,8 +265,6 @@ def _check_output(cfg, run_dir: Path) -> None:
 def _check_trainer(cfg) -> None:
     """Trainer and device settings that Lightning would refuse (or obey by training nothing)
     only after the run folder and the W&B run exist."""
-    import torch
-
     max_steps = _integer(cfg, "trainer.max_steps")
     if max_steps is not None and (max_steps == 0 or max_steps < -1):
         raise UserError(
@@ -262,11 +308,6 @@ def _check_trainer(cfg) -> None:
 
 def _check_trainer_arguments(cfg) -> None:
     """Keys Lightning's Trainer does not take, and a precision it does not know."""
-    import inspect
-
-    import lightning as L
-    from lightning.fabric.connector import _convert_precision_to_unified_args
-
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer.get("_target_") in ("lightning.pytorch.Trainer", "lightning.Trainer"):
         accepted = set(inspect.signature(L.Trainer.__init__).parameters)
@@ -283,9 +324,6 @@ def _check_trainer_arguments(cfg) -> None:
 
 def build_datamodule(cfg) -> Any:
     """The run's data module: its crops, gains and order follow the run's seed."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     try:
         return instantiate(cfg.data, seed=int(cfg.seed))
     except InstantiationException as exc:
@@ -303,17 +341,6 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     """Every refusal `train` can make before it writes anything (before Hydra makes the run
     folder and before W&B starts): bad values, trainer, device and data settings, a run
     directory that already holds a run, a checkpoint that is unreadable or of another model."""
-    from dfablate.cores import check_core_count
-    from dfablate.data.datamodule import check_preload_config
-    from dfablate.features import get_norm, register_norm_function
-    from dfablate.training.checkpoints import (
-        IDENTITY_KEY,
-        check_identity,
-        model_identity,
-        read_checkpoint,
-    )
-    from dfablate.training.module import check_compile_mode
-
     _integer(cfg, "seed")
     for flag in ("resume", "validate_first"):
         if not isinstance(cfg.get(flag, False), bool):
@@ -326,6 +353,7 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     get_norm(cfg.norm.name)
     check_preload_config(cfg.data, OmegaConf.select(cfg, "trainer.accelerator"))
     check_compile_mode(str(cfg.model.get("compile", "none")))
+    check_recipe(cfg.get("optim"))
     model = OmegaConf.to_container(cfg.model, resolve=True)
     identity = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
     _check_data(cfg)
@@ -367,11 +395,6 @@ def _preflight(overrides: list[str]) -> None:
 def _csv_logger(run_dir: Path, resume_step: int | None) -> Any:
     """CSVLogger in <run dir>/csv/. Resuming, it keeps the rows logged before the checkpoint
     (Lightning's CSVLogger would delete them) and drops those the resumed run will redo."""
-    import csv
-    import warnings
-
-    from lightning.pytorch.loggers import CSVLogger
-
     logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
     path = Path(logger.log_dir) / "metrics.csv"
     rows: list[dict[str, str]] = []
@@ -400,10 +423,6 @@ def _loggers(cfg, run_dir: Path, resolved: dict[str, Any], resume_step: int | No
         loggers.append(_csv_logger(run_dir, resume_step))
     wandb_cfg = logger_cfg.get("wandb")
     if wandb_cfg is not None:
-        from lightning.pytorch.loggers import WandbLogger
-
-        from dfablate.tracking import record_wandb_run, wandb_init_kwargs
-
         kwargs = wandb_init_kwargs(
             run_dir,
             project=wandb_cfg.project,
@@ -421,19 +440,12 @@ def _loggers(cfg, run_dir: Path, resolved: dict[str, Any], resume_step: int | No
     return loggers
 
 
-def train(cfg, run_dir: str | Path | None = None) -> Path:
-    """Train one run described by the composed train config; returns its run directory."""
-    import lightning as L
-    import torch
-    from hydra.utils import instantiate
-    from lightning.pytorch.utilities import rank_zero_only
+def train(cfg, run_dir: str | Path | None = None, launch: Launch | None = None) -> Path:
+    """Train one run described by the composed train config; returns its run directory.
 
-    from dfablate.training.checkpoints import RunCheckpoints
-    from dfablate.training.module import DfnSystem, compile_model
-
+    `launch`: the `dfablate train` process (`run_cli`); None when called from a script of one's
+    own, whose command line Lightning's ddp then re-runs as it is."""
     if run_dir is None:
-        from hydra.core.hydra_config import HydraConfig
-
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
     start = check_run(cfg, run_dir)
@@ -444,9 +456,7 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
         torch.set_num_threads(int(cfg.num_threads))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if rank_zero_only.rank == 0:
-        if records := os.environ.get(_RECORDS_ENV):
-            _write_hydra_records(cfg, run_dir, records)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        _record_run(cfg, run_dir, resolved)
         print(
             f"resuming {run_dir} from step {resume_step} ({ckpt_path})"
             if ckpt_path
@@ -458,20 +468,16 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    system = DfnSystem(
-        norm=cfg.norm.name,
-        model=resolved["model"],
-        loss=resolved.get("loss"),
-        optim=resolved.get("optim"),
-        val_metric_utterances=int(cfg.get("val_metric_utterances", 3)),
-        norm_function=cfg.norm.get("function"),
-    )
+    system = _build_system(cfg)
     compile_model(system, str(cfg.model.get("compile", "none")))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     # checkpoints last: one written after a validation then holds what it changed in the others
     callbacks.sort(key=lambda callback: isinstance(callback, RunCheckpoints))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg["strategy"] = _strategy(trainer_cfg.get("strategy", "auto"))
+    argv = None
+    if launch is not None:
+        requested = trainer_cfg.get("strategy", "auto")
+        trainer_cfg["strategy"], argv = launch.strategy(requested, _job_overrides())
     if getattr(datamodule, "batch_size_schedule", None):  # a new batch size, a new loader
         trainer_cfg["reload_dataloaders_every_n_epochs"] = 1
     loggers = _loggers(cfg, run_dir, resolved, resume_step)
@@ -486,9 +492,10 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
             enable_checkpointing=False,
         )
         try:
-            if ckpt_path is None and cfg.get("validate_first", True):
-                trainer.validate(system, datamodule=datamodule, verbose=False)
-            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            with _command_line(argv):
+                if ckpt_path is None and cfg.get("validate_first", True):
+                    trainer.validate(system, datamodule=datamodule, verbose=False)
+                trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except SystemExit:
             if not trainer.interrupted:
                 raise
@@ -506,22 +513,35 @@ def train(cfg, run_dir: str | Path | None = None) -> Path:
     return run_dir
 
 
+def _record_run(cfg, run_dir: Path, resolved: dict[str, Any]) -> None:
+    """Rank 0, once the run folder exists and before training: what the run folder records
+    of its config (a sweep job's `.hydra/` records, `config.yaml` resolved)."""
+    if records := os.environ.get(_RECORDS_ENV):
+        _write_hydra_records(cfg, run_dir, records)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+
+
+def _build_system(cfg) -> L.LightningModule:
+    """The config's `system:` node instantiated (`DfnSystem` with the run's norm, model, loss
+    and optimiser recipe)."""
+    try:
+        return instantiate(cfg.system)
+    except InstantiationException as exc:
+        raise as_user_error(exc) from exc
+
+
 def _resume_command() -> str:
     """The command line that continues this job (its overrides + resume=true)."""
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # train() called outside Hydra
         return "the same training call with resume=true"
-    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
+    kept = [o for o in overrides if override_key(o) != "resume"]
     return " ".join(["dfablate train", *kept, "resume=true"])
 
 
 def closing_summary(run_dir: Path, callbacks: list[Any], trainer: Any) -> str:
     """What a finished run left and what to run next (printed at the end of `train`)."""
-    from dfablate.training.checkpoints import RunCheckpoints
-
     checkpoints = next((c for c in callbacks if isinstance(c, RunCheckpoints)), None)
     lines = [f"run: {run_dir} (finished at step {trainer.global_step})"]
     if checkpoints is None:
@@ -558,8 +578,6 @@ class _DropNoise(logging.Filter):
 
 def quiet_lightning() -> None:
     """Leave Lightning's records to Hydra's handlers (console, train.log) without the noise."""
-    import warnings
-
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()  # Hydra's handlers print them
     for handler in logging.getLogger().handlers:  # records of child loggers reach these
@@ -575,8 +593,6 @@ _DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT
 
 def _end_distributed(saved_env: dict[str, str | None]) -> None:
     """Tear down this job's process group and DDP environment (multiruns run jobs in turn)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     for key, value in saved_env.items():
@@ -588,9 +604,6 @@ def _end_distributed(saved_env: dict[str, str | None]) -> None:
 
 def _finish_wandb(loggers: list[Any], finished: bool) -> None:
     """Close this job's W&B run (the next job of a multirun must not log into it)."""
-    from lightning.pytorch.loggers import WandbLogger
-    from lightning.pytorch.utilities import rank_zero_only
-
     for logger in loggers:
         if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
             logger.experiment.finish(exit_code=0 if finished else 1)

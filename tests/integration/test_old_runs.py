@@ -30,7 +30,7 @@ OLD_CKPT = OLD_RUN / "checkpoints" / "last.ckpt"
 def test_old_checkpoint_loads_with_its_identity():
     identity = checkpoint_identity(OLD_CKPT)
     system = DfnSystem.load_checkpoint(OLD_CKPT)
-    assert system.identity == identity  # the native model resolves the same parameter strings
+    assert system.model_identity == identity  # the native model resolves the same parameter strings
     assert identity["model"]["params"]["conv_ch"] == "8"
     assert identity["model"]["params"]["convt_kernel"] == "1,3"  # a default deepfilternet filled in
     stored = torch.load(OLD_CKPT, weights_only=False)["state_dict"]

@@ -89,7 +89,7 @@ def test_train_writes_run_dir_checkpoints_and_wandb(tmp_path, mini_cache):
     assert best.is_file() and last.is_file()
     assert checkpoint_identity(best)["norm"] == "original"
     assert torch.load(last, weights_only=True)["global_step"] == 2
-    assert DfnSystem.load_checkpoint(last).identity["model"]["params"]["conv_ch"] == "16"
+    assert DfnSystem.load_checkpoint(last).model_identity["model"]["params"]["conv_ch"] == "16"
 
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
     val = metrics.dropna(subset=["val/loss"])

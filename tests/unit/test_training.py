@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import lightning as L
 import numpy as np
@@ -20,9 +22,9 @@ from dfablate.training.checkpoints import (
     RunCheckpoints,
     checkpoint_identity,
 )
-from dfablate.training.module import DfnSystem
+from dfablate.training.module import RECIPE_KEYS, DfnSystem, check_recipe
 from dfablate.training.schedule import RecipeSchedule
-from dfablate.training.task import compose_train_config
+from dfablate.training.task import Launch, _build_system, _command_line, compose_train_config
 
 SR = 48000
 
@@ -357,3 +359,81 @@ def test_the_data_module_gets_the_runs_seed(mini_cache):
         loader.sampler.set_epoch(0)
         orders.append(list(loader.sampler))
     assert orders[0] != orders[1]
+
+
+# --- the system: from the config's system: node, the recipe from the composed config ---------
+
+
+def test_the_system_is_built_from_the_composed_config():
+    """`system:` instantiates DfnSystem with the run's norm, model, loss and optim: an
+    experiment's optim overrides and the recipe file's other settings, nothing read at run time."""
+    cfg = compose_train_config(["experiment=demo", "norm=fixed", "val_metric_utterances=2"])
+    system = _build_system(cfg)
+    assert isinstance(system, DfnSystem)
+    assert system.norm == "fixed" and system.val_metric_utterances == 2
+    assert system.model_identity["model"]["params"]["conv_ch"] == "16"  # model=dfn3_tiny
+    assert system.optim_cfg == OmegaConf.to_container(cfg.optim, resolve=True)
+    assert system.optim_cfg["lr"] == 0.003 and system.optim_cfg["warmup_epochs"] == 0  # demo's
+    assert system.optim_cfg["grad_clip"] == 1.0  # optim/dfn3.yaml's, composed
+    assert set(system.optim_cfg) == set(RECIPE_KEYS)
+
+
+def test_training_needs_the_whole_recipe_in_the_config():
+    cfg = _model_config("dfn3_tiny")
+    check_recipe(cfg["optim"])
+    partial = {k: v for k, v in cfg["optim"].items() if k != "grad_clip"}
+    with pytest.raises(UserError, match="optim.grad_clip: missing"):
+        check_recipe(partial)
+    with pytest.raises(UserError, match="optim.lr: missing"):
+        check_recipe(None)
+
+
+# --- DDP re-launch: what Launch decides, without starting DDP ----------------------------------
+
+JOB = ["norm=fixed", "seed=1", "hydra.searchpath=[file:///my/configs]"]
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """No SLURM or torchrun environment, and not a rank started by Lightning."""
+    for key in ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_ddp_from_the_cli_process_reruns_only_this_job(no_cluster, monkeypatch):
+    """The `dfablate train` process (a sweep's too): ranks > 0 re-run `dfablate train <this
+    job's overrides>`, not the command that started the sweep; deciding leaves sys.argv alone."""
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/dfablate", "-m", "norm=original,fixed"])
+    launch = Launch.of_this_process()
+    assert launch == Launch(os.getpid(), "/venv/bin/dfablate", relaunched=False)
+    assert launch.strategy("ddp", JOB) == ("ddp", ["/venv/bin/dfablate", "train", *JOB])
+    assert sys.argv == ["/venv/bin/dfablate", "-m", "norm=original,fixed"]
+
+
+def test_a_ddp_child_started_by_lightning_keeps_its_command_line(no_cluster, monkeypatch):
+    """A rank > 0 (Lightning sets LOCAL_RANK before re-running the command) runs `ddp` with
+    the command line it was started with."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    launch = Launch.of_this_process()
+    assert launch.relaunched
+    assert launch.strategy("ddp", JOB) == ("ddp", None)
+
+
+def test_strategies_that_rerun_nothing_are_kept(no_cluster, monkeypatch):
+    """A non-DDP strategy is used as configured; DDP in a launcher worker (another process than
+    the CLI's) becomes ddp_spawn; under torchrun or SLURM the cluster starts the ranks."""
+    launch = Launch(os.getpid(), "dfablate", relaunched=False)
+    for requested in ("auto", "ddp_spawn", "single_device", "fsdp"):
+        assert launch.strategy(requested, JOB) == (requested, None)
+    assert launch.strategy("ddp", JOB, pid=os.getpid() + 1) == ("ddp_spawn", None)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run")  # what torchrun sets
+    assert launch.strategy("ddp", JOB) == ("ddp", None)
+
+
+def test_the_rerun_command_line_holds_only_while_training(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["dfablate", "-m", "seed=0,1"])
+    with _command_line(["dfablate", "train", "seed=1"]):
+        assert sys.argv == ["dfablate", "train", "seed=1"]
+    assert sys.argv == ["dfablate", "-m", "seed=0,1"]
+    with _command_line(None):
+        assert sys.argv == ["dfablate", "-m", "seed=0,1"]
