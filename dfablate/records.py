@@ -163,6 +163,12 @@ class RunRecord:
         )
 
     @classmethod
+    def from_hydra(cls, run_dir: Path) -> RunRecord | None:
+        """The record of the config Hydra recorded in `run_dir/.hydra/`; None without one."""
+        hydra = _hydra_record(Path(run_dir))
+        return cls.of_config(Path(run_dir), *hydra) if hydra is not None else None
+
+    @classmethod
     def recorded_in(cls, path: Path, depth: int = RUN_DIR_SEARCH_DEPTH) -> RunRecord | None:
         """The record of the run `path` lies in (`run.json` or `.hydra/`, in `path` or in the
         folders above it, `depth` folders in all); None when none has one."""
@@ -171,8 +177,8 @@ class RunRecord:
             if (folder / RUN_FILE).is_file():
                 recorded = _read_json(folder / RUN_FILE)
                 return cls.of_config(folder, recorded["config"], recorded.get("choices", {}))
-            if (hydra := _hydra_record(folder)) is not None:
-                return cls.of_config(folder, *hydra)
+            if (recorded := cls.from_hydra(folder)) is not None:
+                return recorded
         return None
 
     @classmethod

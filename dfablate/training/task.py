@@ -60,6 +60,7 @@ from dfablate.errors import Interrupted, UserError
 from dfablate.features import get_norm, register_norm_function
 from dfablate.parallel import train_sweep
 from dfablate.paths import check_output_dir
+from dfablate.records import RunRecord
 from dfablate.tracking import record_wandb_run, wandb_init_kwargs
 from dfablate.training.checkpoints import (
     IDENTITY_KEY,
@@ -515,10 +516,16 @@ def train(cfg, run_dir: str | Path | None = None, launch: Launch | None = None) 
 
 def _record_run(cfg, run_dir: Path, resolved: dict[str, Any]) -> None:
     """Rank 0, once the run folder exists and before training: what the run folder records
-    of its config (a sweep job's `.hydra/` records, `config.yaml` resolved)."""
+    of its config (a sweep job's `.hydra/` records, `config.yaml` resolved) and `run.json`,
+    the run's record for evaluate, compare and ablate (from the `.hydra/` record, so both say
+    the same; from `cfg` when train() runs outside Hydra)."""
     if records := os.environ.get(_RECORDS_ENV):
         _write_hydra_records(cfg, run_dir, records)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    record = RunRecord.from_hydra(run_dir) or RunRecord.of_config(
+        run_dir, OmegaConf.to_container(cfg, resolve=False), {}
+    )
+    record.write()
 
 
 def _build_system(cfg) -> L.LightningModule:
