@@ -23,8 +23,8 @@ from dfablate.models.params import ModelConfigError
 
 
 def skip_factory(kind: str, in_dim: int, out_dim: int, groups: int, name: str) -> Factory | None:
-    """A GRU skip connection factory for parameter `name`: none, identity or a grouped linear map
-    (upstream builds skips from factories, so the GRU that owns one calls it)."""
+    """A GRU skip connection factory for parameter `name`: `none`, `identity` (`nn.Identity`) or
+    `groupedlinear` (upstream builds skips from factories, so the GRU that owns one calls it)."""
     if kind == "none":
         return None
     if kind == "identity":
