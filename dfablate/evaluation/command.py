@@ -18,11 +18,11 @@ from dfablate.evaluation.testset import check_gain_db, gain_dir_name, load_test_
 from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
 from dfablate.features import get_norm
 from dfablate.metrics import parse_metrics
+from dfablate.models.upstream import NORM, load_upstream_model
 from dfablate.paths import check_output_dir, default_noisy_cache_dir
 from dfablate.records import RunRecord
 from dfablate.runs import file_sha1, resolve_checkpoint
 from dfablate.tracking import follow_run
-from dfablate.upstream_model import NORM, load_upstream_model
 
 _ABSENT = object()
 

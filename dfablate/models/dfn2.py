@@ -9,7 +9,6 @@ forward fails in deepfilternet 0.5.6 itself (a `view` of a non-contiguous tensor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 from torch import Tensor, nn
@@ -17,11 +16,8 @@ from torch import Tensor, nn
 from dfablate.models.layers import (
     Add,
     Concat,
-    Conv2dNormAct,
-    ConvTranspose2dNormAct,
     DeepFilter,
     DfOpRealUnfold,
-    FeatureEncoder,
     GroupedGRU,
     GroupedLinear,
     GroupedLinearEinsum,
@@ -31,6 +27,7 @@ from dfablate.models.layers import (
     shift_features,
 )
 from dfablate.models.params import ModelConfigError
+from dfablate.models.stages import DfDecoder, ErbDecoder, FeatureEncoder
 
 
 def _grouped_gru(p: Mapping[str, Any], input_size: int, hidden: int, layers: int) -> GroupedGRU:
@@ -79,109 +76,44 @@ class Encoder(FeatureEncoder):
         self._init_lsnr(emb_out_dim, p)
 
 
-class ErbDecoder(nn.Module):
-    """Embedding + encoder skips -> ERB gain mask [B, 1, T, E]."""
-
-    def __init__(self, p: Mapping[str, Any]):
-        super().__init__()
-        ch = p["conv_ch"]
-        emb_dim = ch * p["nb_erb"] // 4
-        hidden = p["emb_hidden_dim"]
-        self.fc_emb: nn.Module
-        if p["gru_type"] == "grouped":
-            self.emb_gru = _grouped_gru(p, emb_dim, hidden, p["emb_num_layers"] - 1)
-            fc_emb = GroupedLinear(
-                hidden, emb_dim, groups=p["linear_groups"], shuffle=p["group_shuffle"]
-            )
-            self.fc_emb = nn.Sequential(fc_emb, relu())
-        else:
-            self.emb_gru = SqueezedGRU(
-                hidden,
-                hidden,
-                output_size=emb_dim,
-                num_layers=p["emb_num_layers"] - 1,
-                gru_skip_op=nn.Identity,
-                linear_groups=p["linear_groups"],
-                linear_act_layer=relu,
-            )
-            self.fc_emb = nn.Identity()
-        tconv_layer = partial(
-            ConvTranspose2dNormAct, kernel_size=p["conv_kernel"], bias=False, separable=True
+def _erb_decoder(p: Mapping[str, Any]) -> ErbDecoder:
+    """DFN2's ERB decoder: a grouped GRU with a grouped linear map back to the convolutions'
+    width, or a squeezed GRU that ends in that width; transposed convolutions of `conv_kernel`."""
+    emb_dim = p["conv_ch"] * p["nb_erb"] // 4
+    hidden = p["emb_hidden_dim"]
+    if p["gru_type"] == "grouped":
+        emb_gru = _grouped_gru(p, emb_dim, hidden, p["emb_num_layers"] - 1)
+        fc_emb = GroupedLinear(
+            hidden, emb_dim, groups=p["linear_groups"], shuffle=p["group_shuffle"]
         )
-        conv_layer = partial(Conv2dNormAct, bias=False, separable=True)
-        self.conv3p = conv_layer(ch, ch, kernel_size=1)
-        self.convt3 = conv_layer(ch, ch, kernel_size=p["conv_kernel"])
-        self.conv2p = conv_layer(ch, ch, kernel_size=1)
-        self.convt2 = tconv_layer(ch, ch, fstride=2)
-        self.conv1p = conv_layer(ch, ch, kernel_size=1)
-        self.convt1 = tconv_layer(ch, ch, fstride=2)
-        self.conv0p = conv_layer(ch, ch, kernel_size=1)
-        self.conv0_out = conv_layer(
-            ch, 1, kernel_size=p["conv_kernel"], activation_layer=nn.Sigmoid
+        return ErbDecoder(p, emb_gru, p["conv_kernel"], fc_emb=nn.Sequential(fc_emb, relu()))
+    emb_gru = SqueezedGRU(
+        hidden,
+        hidden,
+        output_size=emb_dim,
+        num_layers=p["emb_num_layers"] - 1,
+        gru_skip_op=nn.Identity,
+        linear_groups=p["linear_groups"],
+        linear_act_layer=relu,
+    )
+    return ErbDecoder(p, emb_gru, p["conv_kernel"])
+
+
+def _df_decoder(p: Mapping[str, Any]) -> DfDecoder:
+    """DFN2's DF decoder, on the encoder's `emb_hidden_dim`-wide embedding."""
+    df_gru: nn.Module
+    if p["gru_type"] == "grouped":
+        df_gru = _grouped_gru(p, p["emb_hidden_dim"], p["df_hidden_dim"], p["df_num_layers"])
+    else:
+        # linear_groups stays at SqueezedGRU's default (8) here, as upstream
+        df_gru = SqueezedGRU(
+            p["emb_hidden_dim"],
+            p["df_hidden_dim"],
+            num_layers=p["df_num_layers"],
+            gru_skip_op=nn.Identity,
+            linear_act_layer=relu,
         )
-
-    def forward(self, emb: Tensor, e3: Tensor, e2: Tensor, e1: Tensor, e0: Tensor) -> Tensor:
-        b, _, t, f8 = e3.shape
-        emb, _ = self.emb_gru(emb)
-        emb = self.fc_emb(emb)
-        emb = emb.view(b, t, f8, -1).permute(0, 3, 1, 2)
-        e3 = self.convt3(self.conv3p(e3) + emb)
-        e2 = self.convt2(self.conv2p(e2) + e3)
-        e1 = self.convt1(self.conv1p(e1) + e2)
-        return self.conv0_out(self.conv0p(e0) + e1)
-
-
-class DfDecoder(nn.Module):
-    """Embedding + DF pathway conv -> DF coefficients [B, T, nb_df, 2 * df_order] and the DF
-    "alpha" [B, T, 1] (used by `dfop_method=real_unfold`, returned either way as upstream)."""
-
-    def __init__(self, p: Mapping[str, Any]):
-        super().__init__()
-        ch = p["conv_ch"]
-        hidden = p["df_hidden_dim"]
-        self.df_bins = p["nb_df"]
-        self.df_out_ch = p["df_order"] * 2
-        kt = p["df_pathway_kernel_size_t"]
-        self.df_convp = Conv2dNormAct(
-            ch, self.df_out_ch, fstride=1, kernel_size=(kt, 1), separable=True, bias=False
-        )
-        self.df_gru: nn.Module
-        if p["gru_type"] == "grouped":
-            self.df_gru = _grouped_gru(p, p["emb_hidden_dim"], hidden, p["df_num_layers"])
-        else:
-            # linear_groups stays at SqueezedGRU's default (8) here, as upstream
-            self.df_gru = SqueezedGRU(
-                p["emb_hidden_dim"],
-                hidden,
-                num_layers=p["df_num_layers"],
-                gru_skip_op=nn.Identity,
-                linear_act_layer=relu,
-            )
-        skip = str(p["df_gru_skip"]).lower()
-        self.df_skip: nn.Module | None
-        if skip == "none":
-            self.df_skip = None
-        elif skip == "identity":
-            if p["emb_hidden_dim"] != hidden:
-                raise ModelConfigError("df_gru_skip=identity needs emb_hidden_dim == df_hidden_dim")
-            self.df_skip = nn.Identity()
-        elif skip == "groupedlinear":
-            self.df_skip = GroupedLinearEinsum(p["emb_hidden_dim"], hidden, p["linear_groups"])
-        else:
-            raise ModelConfigError(f"df_gru_skip must be none, identity or groupedlinear: {skip!r}")
-        df_out = GroupedLinearEinsum(hidden, self.df_bins * self.df_out_ch, p["linear_groups"])
-        self.df_out = nn.Sequential(df_out, nn.Tanh())
-        self.df_fc_a = nn.Sequential(nn.Linear(hidden, 1), nn.Sigmoid())
-
-    def forward(self, emb: Tensor, c0: Tensor) -> tuple[Tensor, Tensor]:
-        b, t, _ = emb.shape
-        c, _ = self.df_gru(emb)
-        if self.df_skip is not None:
-            c = c + self.df_skip(emb)
-        c0 = self.df_convp(c0).permute(0, 2, 3, 1)  # [B, T, F', 2 * O]
-        alpha = self.df_fc_a(c)  # [B, T, 1]
-        c = self.df_out(c).view(b, t, self.df_bins, self.df_out_ch) + c0
-        return c, alpha
+    return DfDecoder(p, df_gru, p["emb_hidden_dim"])
 
 
 class DfNet(nn.Module):
@@ -215,14 +147,14 @@ class DfNet(nn.Module):
         self.erb_fb: Tensor
         self.register_buffer("erb_fb", erb_fb)
         self.enc = Encoder(p)
-        self.erb_dec = ErbDecoder(p)
+        self.erb_dec = _erb_decoder(p)
         self.mask = Mask(erb_inv_fb, post_filter=p["mask_pf"])
         self.df_op: nn.Module = (
             DfOpRealUnfold(p["nb_df"], p["df_order"], p["df_lookahead"])
             if self.use_alpha
             else DeepFilter(p["nb_df"], p["df_order"], p["df_lookahead"])
         )
-        self.df_dec = DfDecoder(p)
+        self.df_dec = _df_decoder(p)
 
     def _reshape_coefs(self, coefs: Tensor) -> Tensor:
         """[B, T, F', 2 * O] -> the layout of the DF op (upstream's DfOutputReshape*)."""
@@ -241,7 +173,8 @@ class DfNet(nn.Module):
         )
         m = self.erb_dec(emb, e3, e2, e1, e0)
         spec = self.mask(spec, m)
-        coefs, alpha = self.df_dec(emb, c0)
+        coefs, df_hidden = self.df_dec(emb, c0)
+        alpha = self.df_dec.alpha(df_hidden)
         coefs = self._reshape_coefs(coefs)
         for _ in range(self.df_iter):
             spec = self.df_op(spec, coefs, alpha) if self.use_alpha else self.df_op(spec, coefs)

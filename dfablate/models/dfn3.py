@@ -8,7 +8,6 @@ typed values of `dfablate.models.params` (config.ini names) instead of a global 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import torch
@@ -17,10 +16,7 @@ from torch import Tensor, nn
 from dfablate.models.layers import (
     Add,
     Concat,
-    Conv2dNormAct,
-    ConvTranspose2dNormAct,
     DeepFilter,
-    FeatureEncoder,
     GroupedLinearEinsum,
     Mask,
     SqueezedGRU_S,
@@ -28,21 +24,9 @@ from dfablate.models.layers import (
     shift_features,
 )
 from dfablate.models.params import ModelConfigError
+from dfablate.models.stages import DfDecoder, ErbDecoder, FeatureEncoder, skip_factory
 
 PI = 3.1415926535897932384626433
-
-
-def _skip_op(kind: str, in_dim: int, out_dim: int, groups: int, name: str) -> Any:
-    """A GRU skip connection factory: none, identity or a grouped linear map."""
-    if kind == "none":
-        return None
-    if kind == "identity":
-        if in_dim != out_dim:
-            raise ModelConfigError(f"{name}=identity needs equal sizes, got {in_dim}, {out_dim}")
-        return nn.Identity
-    if kind == "groupedlinear":
-        return partial(GroupedLinearEinsum, in_dim, out_dim, groups)
-    raise ModelConfigError(f"{name} must be none, identity or groupedlinear, got {kind!r}")
 
 
 class Encoder(FeatureEncoder):
@@ -65,7 +49,7 @@ class Encoder(FeatureEncoder):
         if p["emb_gru_skip_enc"] == "identity" and emb_in_dim != emb_out_dim:
             raise ModelConfigError("emb_gru_skip_enc=identity needs enc_concat=false")
         # upstream's encoder skip maps emb_out_dim -> emb_out_dim
-        skip = _skip_op(
+        skip = skip_factory(
             p["emb_gru_skip_enc"], emb_out_dim, emb_out_dim, p["linear_groups"], "emb_gru_skip_enc"
         )
         self.emb_gru = SqueezedGRU_S(
@@ -80,86 +64,31 @@ class Encoder(FeatureEncoder):
         self._init_lsnr(emb_out_dim, p)
 
 
-class ErbDecoder(nn.Module):
-    """Embedding + encoder skips -> ERB gain mask [B, 1, T, E]."""
-
-    def __init__(self, p: Mapping[str, Any]):
-        super().__init__()
-        ch = p["conv_ch"]
-        emb_dim = ch * p["nb_erb"] // 4
-        self.emb_gru = SqueezedGRU_S(
-            emb_dim,
-            p["emb_hidden_dim"],
-            output_size=emb_dim,
-            num_layers=p["emb_num_layers"] - 1,
-            gru_skip_op=_skip_op(
-                p["emb_gru_skip"], emb_dim, emb_dim, p["linear_groups"], "emb_gru_skip"
-            ),
-            linear_groups=p["linear_groups"],
-            linear_act_layer=relu,
-        )
-        tconv_layer = partial(
-            ConvTranspose2dNormAct, kernel_size=p["convt_kernel"], bias=False, separable=True
-        )
-        conv_layer = partial(Conv2dNormAct, bias=False, separable=True)
-        self.conv3p = conv_layer(ch, ch, kernel_size=1)
-        self.convt3 = conv_layer(ch, ch, kernel_size=p["conv_kernel"])
-        self.conv2p = conv_layer(ch, ch, kernel_size=1)
-        self.convt2 = tconv_layer(ch, ch, fstride=2)
-        self.conv1p = conv_layer(ch, ch, kernel_size=1)
-        self.convt1 = tconv_layer(ch, ch, fstride=2)
-        self.conv0p = conv_layer(ch, ch, kernel_size=1)
-        self.conv0_out = conv_layer(
-            ch, 1, kernel_size=p["conv_kernel"], activation_layer=nn.Sigmoid
-        )
-
-    def forward(self, emb: Tensor, e3: Tensor, e2: Tensor, e1: Tensor, e0: Tensor) -> Tensor:
-        b, _, t, f8 = e3.shape
-        emb, _ = self.emb_gru(emb)
-        emb = emb.view(b, t, f8, -1).permute(0, 3, 1, 2)  # [B, C, T, E/4]
-        e3 = self.convt3(self.conv3p(e3) + emb)
-        e2 = self.convt2(self.conv2p(e2) + e3)
-        e1 = self.convt1(self.conv1p(e1) + e2)
-        return self.conv0_out(self.conv0p(e0) + e1)  # [B, 1, T, E]
+def _erb_decoder(p: Mapping[str, Any]) -> ErbDecoder:
+    """DFN3's ERB decoder: a squeezed GRU (skip `emb_gru_skip`) that ends in the convolutions'
+    width; transposed convolutions of `convt_kernel`."""
+    emb_dim = p["conv_ch"] * p["nb_erb"] // 4
+    emb_gru = SqueezedGRU_S(
+        emb_dim,
+        p["emb_hidden_dim"],
+        output_size=emb_dim,
+        num_layers=p["emb_num_layers"] - 1,
+        gru_skip_op=skip_factory(
+            p["emb_gru_skip"], emb_dim, emb_dim, p["linear_groups"], "emb_gru_skip"
+        ),
+        linear_groups=p["linear_groups"],
+        linear_act_layer=relu,
+    )
+    return ErbDecoder(p, emb_gru, p["convt_kernel"])
 
 
-class DfDecoder(nn.Module):
-    """Embedding + DF pathway conv -> deep-filter coefficients [B, T, nb_df, 2 * df_order].
-
-    `df_fc_a` (upstream's DF "alpha" head) is never used by DFN3's forward; it is kept only so
-    state dicts match upstream's in both directions.
-    """
-
-    def __init__(self, p: Mapping[str, Any]):
-        super().__init__()
-        ch = p["conv_ch"]
-        emb_in_dim = ch * p["nb_erb"] // 4
-        hidden = p["df_hidden_dim"]
-        self.df_bins = p["nb_df"]
-        self.df_out_ch = p["df_order"] * 2
-        kt = p["df_pathway_kernel_size_t"]
-        self.df_convp = Conv2dNormAct(
-            ch, self.df_out_ch, fstride=1, kernel_size=(kt, 1), separable=True, bias=False
-        )
-        self.df_gru = SqueezedGRU_S(
-            emb_in_dim, hidden, num_layers=p["df_num_layers"], linear_act_layer=relu
-        )
-        skip = str(p["df_gru_skip"]).lower()
-        if skip == "identity" and p["emb_hidden_dim"] != hidden:
-            raise ModelConfigError("df_gru_skip=identity needs emb_hidden_dim == df_hidden_dim")
-        factory = _skip_op(skip, emb_in_dim, hidden, p["linear_groups"], "df_gru_skip")
-        self.df_skip: nn.Module | None = factory() if factory is not None else None
-        df_out = GroupedLinearEinsum(hidden, self.df_bins * self.df_out_ch, p["linear_groups"])
-        self.df_out = nn.Sequential(df_out, nn.Tanh())
-        self.df_fc_a = nn.Sequential(nn.Linear(hidden, 1), nn.Sigmoid())
-
-    def forward(self, emb: Tensor, c0: Tensor) -> Tensor:
-        b, t, _ = emb.shape
-        c, _ = self.df_gru(emb)  # [B, T, H]
-        if self.df_skip is not None:
-            c = c + self.df_skip(emb)
-        c0 = self.df_convp(c0).permute(0, 2, 3, 1)  # [B, T, F', 2 * O]
-        return self.df_out(c).view(b, t, self.df_bins, self.df_out_ch) + c0
+def _df_decoder(p: Mapping[str, Any]) -> DfDecoder:
+    """DFN3's DF decoder, on the encoder's `conv_ch * nb_erb / 4`-wide embedding."""
+    emb_dim = p["conv_ch"] * p["nb_erb"] // 4
+    df_gru = SqueezedGRU_S(
+        emb_dim, p["df_hidden_dim"], num_layers=p["df_num_layers"], linear_act_layer=relu
+    )
+    return DfDecoder(p, df_gru, emb_dim)
 
 
 class DfNet(nn.Module):
@@ -191,12 +120,12 @@ class DfNet(nn.Module):
         self.erb_fb: Tensor
         self.register_buffer("erb_fb", erb_fb)
         self.enc = Encoder(p)
-        self.erb_dec = ErbDecoder(p)
+        self.erb_dec = _erb_decoder(p)
         self.mask = Mask(erb_inv_fb)
         self.post_filter = p["mask_pf"]
         self.post_filter_beta = p["pf_beta"]
         self.df_op = DeepFilter(p["nb_df"], p["df_order"], p["df_lookahead"])
-        self.df_dec = DfDecoder(p)
+        self.df_dec = _df_decoder(p)
 
     def forward(
         self, spec: Tensor, feat_erb: Tensor, feat_spec: Tensor
@@ -208,7 +137,7 @@ class DfNet(nn.Module):
         )
         m = self.erb_dec(emb, e3, e2, e1, e0)
         spec_m = self.mask(spec, m)
-        coefs = self.df_dec(emb, c0)  # [B, T, F', 2 * O]
+        coefs, _ = self.df_dec(emb, c0)  # [B, T, F', 2 * O]
         coefs = coefs.unflatten(-1, (-1, 2)).permute(0, 3, 1, 2, 4)  # [B, O, T, F', 2]
         low = self.df_op(spec[..., : self.nb_df, :], coefs)
         spec_e = torch.cat((low, spec_m[..., self.nb_df :, :].to(low.dtype)), dim=-2)

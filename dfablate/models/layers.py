@@ -176,53 +176,6 @@ def shift_features(x: Tensor, lookahead: int) -> Tensor:
     return F.pad(x[:, :, lookahead:], (0, 0, 0, lookahead))
 
 
-class FeatureEncoder(nn.Module):
-    """What DFN2's and DFN3's encoders share: the ERB and deep-filter feature convolutions, the
-    forward (convolutions -> combined embedding -> GRU -> local SNR) and the local-SNR head.
-
-    A subclass calls `_init_convs`, sets `df_fc_emb`, `combine` and `emb_gru`, then calls
-    `_init_lsnr` (registration order as upstream's).
-    """
-
-    df_fc_emb: nn.Module
-    combine: nn.Module
-    emb_gru: nn.Module
-
-    def _init_convs(self, p) -> None:
-        ch = p["conv_ch"]
-        self.erb_conv0 = Conv2dNormAct(
-            1, ch, kernel_size=p["conv_kernel_inp"], bias=False, separable=True
-        )
-        conv_layer = partial(
-            Conv2dNormAct, ch, ch, kernel_size=p["conv_kernel"], bias=False, separable=True
-        )
-        self.erb_conv1 = conv_layer(fstride=2)
-        self.erb_conv2 = conv_layer(fstride=2)
-        self.erb_conv3 = conv_layer(fstride=1)
-        self.df_conv0 = Conv2dNormAct(
-            2, ch, kernel_size=p["conv_kernel_inp"], bias=False, separable=True
-        )
-        self.df_conv1 = conv_layer(fstride=2)
-
-    def _init_lsnr(self, emb_out_dim: int, p) -> None:
-        self.lsnr_fc = nn.Sequential(nn.Linear(emb_out_dim, 1), nn.Sigmoid())
-        self.lsnr_scale = p["lsnr_max"] - p["lsnr_min"]
-        self.lsnr_offset = p["lsnr_min"]
-
-    def forward(self, feat_erb: Tensor, feat_spec: Tensor) -> tuple[Tensor, ...]:
-        e0 = self.erb_conv0(feat_erb)  # [B, C, T, E]
-        e1 = self.erb_conv1(e0)  # [B, C, T, E/2]
-        e2 = self.erb_conv2(e1)  # [B, C, T, E/4]
-        e3 = self.erb_conv3(e2)  # [B, C, T, E/4]
-        c0 = self.df_conv0(feat_spec)  # [B, C, T, F']
-        c1 = self.df_conv1(c0)  # [B, C, T, F'/2]
-        cemb = self.df_fc_emb(c1.permute(0, 2, 3, 1).flatten(2))  # [B, T, C * E/4]
-        emb = self.combine(e3.permute(0, 2, 3, 1).flatten(2), cemb)
-        emb, _ = self.emb_gru(emb)  # [B, T, C * E/4]
-        lsnr = self.lsnr_fc(emb) * self.lsnr_scale + self.lsnr_offset
-        return e0, e1, e2, e3, emb, c0, lsnr
-
-
 class GroupedLinearEinsum(nn.Module):
     """A block-diagonal linear map over the last axis of [B, T, I]: `groups` independent blocks."""
 

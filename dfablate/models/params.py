@@ -7,8 +7,7 @@ default. This module holds the same names, defaults and casts as plain tables, s
 
 - `resolve_params` gives exactly the strings deepfilternet's config held for the same keyword
   values (user values as `str()`, lists comma-joined; defaults as deepfilternet writes them). These
-  strings are part of a checkpoint's stored model identity, so runs written with deepfilternet
-  still match.
+  strings are part of a checkpoint's model identity, so runs written with deepfilternet still match.
 - `typed_params` turns those strings into Python values with deepfilternet's casts.
 """
 
