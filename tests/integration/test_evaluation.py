@@ -27,24 +27,6 @@ from dfablate.training.module import DfnSystem
 
 TINY = {"conv_ch": 8, "emb_hidden_dim": 32, "df_hidden_dim": 32, "enc_linear_groups": 8,
         "linear_groups": 8}  # fmt: skip
-SEGMENT = 2 * 48_000
-
-
-@pytest.fixture(scope="module")
-def testset_root(tmp_path_factory, speech_48k, noisy_48k) -> Path:
-    """A Valentini-layout test split: four 2 s pairs of real speech in real noise, plus one
-    pair whose clean side is silent (PESQ cannot score it)."""
-    root = tmp_path_factory.mktemp("valentini")
-    clean, noisy = load_audio(speech_48k, 48_000), load_audio(noisy_48k, 48_000)
-    for folder in ("clean_testset_wav", "noisy_testset_wav"):
-        (root / folder).mkdir()
-    for i in range(4):
-        part = slice(i * SEGMENT, (i + 1) * SEGMENT)
-        sf.write(root / "clean_testset_wav" / f"p232_00{i}.wav", clean[part], 48_000)
-        sf.write(root / "noisy_testset_wav" / f"p232_00{i}.wav", noisy[part], 48_000)
-    sf.write(root / "clean_testset_wav" / "p257_001.wav", np.zeros(SEGMENT, np.float32), 48_000)
-    sf.write(root / "noisy_testset_wav" / "p257_001.wav", noisy[:SEGMENT], 48_000)
-    return root
 
 
 def save_checkpoint(run_dir: Path, norm: str, seed: int = 0) -> Path:

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from dfablate.cli import build_parser
 
