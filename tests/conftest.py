@@ -1,5 +1,5 @@
-"""Shared fixtures: the real speech and noise shipped in tests/data, the mini corpus and one
-short training run."""
+"""Shared fixtures: the real speech and noise shipped in tests/data, the mini corpus, a small
+Valentini-layout test set and one short training run (shared paths and constants: helpers.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from helpers import DATA_DIR, ROOT, SHORT_RUN, TrainedRun
 
-TESTS_DIR = Path(__file__).parent  # helper modules (upstream, wandb_offline, ...) live here
-DATA_DIR = TESTS_DIR / "data"
-ROOT = TESTS_DIR.parent
-CONFIG_DIR = ROOT / "dfablate" / "configs"
+from dfablate.audio import load_audio
+from dfablate.cli import main
+from dfablate.data.mini import ensure_mini
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -55,20 +56,11 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def mini_root(tmp_path_factory) -> Path:
-    """The mini corpus (seed 0) in a session cache, without changing DFABLATE_CACHE."""
-    from dfablate.data.mini import ensure_mini
-
-    return ensure_mini(tmp_path_factory.getbasetemp() / "dfablate-cache", seed=0)
-
-
-@pytest.fixture(scope="session")
 def mini_cache(tmp_path_factory) -> Path:
-    """A private mini-corpus cache (built once per session), in DFABLATE_CACHE from then on."""
-    from dfablate.data.mini import ensure_mini
-
+    """The one mini corpus (seed 0) of the session, built once into a private cache folder
+    that DFABLATE_CACHE names from then on (so `data=mini` finds it in every command)."""
     cache = tmp_path_factory.mktemp("mini-cache")
-    ensure_mini(cache)
+    ensure_mini(cache, seed=0)
     old = os.environ.get("DFABLATE_CACHE")
     os.environ["DFABLATE_CACHE"] = str(cache)
     yield cache
@@ -78,36 +70,34 @@ def mini_cache(tmp_path_factory) -> Path:
         os.environ["DFABLATE_CACHE"] = old
 
 
-# The lean run the subprocess-heavy tests share: shorter than one epoch of the mini corpus
-# (18 batches of 2), so it also shows that such a run ends with a checkpoint.
-SHORT_RUN = [
-    "data=mini",
-    "model=dfn3_tiny",
-    "trainer=cpu",
-    "logger=csv",
-    "num_threads=1",
-    "trainer.max_steps=2",
-    "trainer.limit_val_batches=1",
-    "data.batch_size=2",
-    "data.crop_seconds=1.0",
-    "val_metric_utterances=0",
-    "callbacks.progress_bar=null",
-]
+@pytest.fixture(scope="session")
+def mini_root(mini_cache) -> Path:
+    """The root folder of the `mini_cache` corpus (found there, not built again)."""
+    return ensure_mini(mini_cache, seed=0)
 
 
-@dataclass(frozen=True)
-class TrainedRun:
-    args: list[str]  # the `dfablate train` arguments that made it
-    run_dir: Path
-    output: str  # what `train` printed on stdout
+@pytest.fixture(scope="session")
+def testset_root(tmp_path_factory, speech_48k, noisy_48k) -> Path:
+    """A Valentini-layout test split: four 2 s pairs of real speech in real noise, plus one
+    pair whose clean side is silent (PESQ cannot score it)."""
+    segment = 2 * 48_000  # one utterance: 2 s at 48 kHz
+    root = tmp_path_factory.mktemp("valentini")
+    clean, noisy = load_audio(speech_48k, 48_000), load_audio(noisy_48k, 48_000)
+    for folder in ("clean_testset_wav", "noisy_testset_wav"):
+        (root / folder).mkdir()
+    for i in range(4):
+        part = slice(i * segment, (i + 1) * segment)
+        sf.write(root / "clean_testset_wav" / f"p232_00{i}.wav", clean[part], 48_000)
+        sf.write(root / "noisy_testset_wav" / f"p232_00{i}.wav", noisy[part], 48_000)
+    sf.write(root / "clean_testset_wav" / "p257_001.wav", np.zeros(segment, np.float32), 48_000)
+    sf.write(root / "noisy_testset_wav" / "p257_001.wav", noisy[:segment], 48_000)
+    return root
 
 
 @pytest.fixture(scope="session")
 def short_run(tmp_path_factory, mini_cache) -> TrainedRun:
     """One real training run (tiny DFN3, mini corpus, 2 steps) shared by the tests that only
     read it or check that commands refuse to change it."""
-    from dfablate.cli import main
-
     threads = torch.get_num_threads()
     args = [*SHORT_RUN, f"output_root={tmp_path_factory.mktemp('short-run')}"]
     printed = io.StringIO()

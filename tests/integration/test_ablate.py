@@ -5,17 +5,38 @@ finished stages."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import Output, captured_output
 
 from dfablate.cli import main
 
+FAILED_JOB = pytest.mark.xdist_group("ablate_failed_job")  # one process runs the sweep once
+# rich wraps lines at the terminal's width (80 without a terminal): a long temporary path
+# would split the lines the tests look for
+WIDE = "500"
 
-@pytest.mark.slow
-def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
-    monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "outputs"
+
+@dataclass(frozen=True)
+class FailedSweep:
+    """`dfablate ablate` of three norms on the mini corpus, the rms job failing on a corrupt
+    checkpoint: the first run's exit code, its output and the files it left."""
+
+    args: list[str]
+    cache: Path  # DFABLATE_CACHE for the sweep
+    out: Path  # output_root
+    code: int
+    output: Output
+    stamps: dict[Path, int]  # what the finished runs wrote: modification time (ns)
+
+
+@pytest.fixture(scope="module")
+def failed_sweep(tmp_path_factory) -> FailedSweep:
+    base = tmp_path_factory.mktemp("failed-sweep")
+    out, cache = base / "outputs", base / "cache"
     # a corrupt checkpoint makes the rms job fail when training resumes from it
     broken = out / "norm_ablation" / "rms-seed0" / "checkpoints" / "last.ckpt"
     broken.parent.mkdir(parents=True)
@@ -29,37 +50,57 @@ def test_ablate_reports_a_failed_job_and_resumes(tmp_path, monkeypatch, capfd):
         "callbacks.progress_bar=null", "callbacks.early_stopping=null", "ablate.evaluate.jobs=2",
         "ablate.evaluate.max_files=6", "ablate.evaluate.input_gains_db=[0,-20]",
     ]  # fmt: skip
-
-    assert main(args) == 1  # one job failed, the others were trained, evaluated and compared
-    captured = capfd.readouterr()
-    printed = captured.out
-    assert "missing run rms-seed0: training failed" in printed
-    assert "not a readable checkpoint" in printed  # why the rms job failed
-    assert printed.count("new run in ") == 2  # fresh runs start quietly: no resume warning
-    assert "does not exist" not in captured.out + captured.err
-    compare_dir = out / "norm_ablation" / "compare"
-    report = (compare_dir / "report.md").read_text()
-    assert "rms-seed0: training failed" in report
-    summary = pd.read_csv(compare_dir / "summary.csv")
-    assert set(summary["metric"]) == {"pesq", "stoi", "csig", "cbak", "covl", "ssnr", "sisdr"}
-    assert (summary["a"] == "original").all() and (summary["b"] == "fixed").all()
-    assert (summary["n_files"] == 6).all()  # a spread subset of the mini corpus test split
+    with pytest.MonkeyPatch.context() as env, captured_output(base) as output:
+        env.setenv("DFABLATE_CACHE", str(cache))
+        env.setenv("COLUMNS", WIDE)
+        code = main(args)
     finished = [out / "norm_ablation" / f"{norm}-seed0" for norm in ("original", "fixed")]
     outputs = [run / "eval" / where / "metrics.csv" for run in finished
                for where in ("mini-6files", "mini-6files@-20dB")]  # fmt: skip
-    shifted = json.loads((finished[0] / "eval" / "mini-6files@-20dB" / "summary.json").read_text())
-    assert shifted["input_gain_db"] == -20.0 and shifted["dataset"]["n_files"] == 6
     outputs += [run / "checkpoints" / "best.ckpt" for run in finished]
-    outputs += [compare_dir / "report.md"]
+    outputs += [out / "norm_ablation" / "compare" / "report.md"]
     stamps = {path: path.stat().st_mtime_ns for path in outputs}
+    return FailedSweep(args, cache, out, code, output, stamps)
 
-    assert main(args) == 1  # resumes: only the failed job is tried again
+
+@pytest.mark.slow
+@FAILED_JOB
+def test_ablate_reports_a_failed_job(failed_sweep):
+    assert failed_sweep.code == 1  # one job failed, the others were trained, evaluated, compared
+    printed = failed_sweep.output.out
+    assert "missing run rms-seed0: training failed" in printed
+    assert "not a readable checkpoint" in printed  # why the rms job failed
+    assert printed.count("new run in ") == 2  # fresh runs start quietly: no resume warning
+    assert "does not exist" not in failed_sweep.output.out + failed_sweep.output.err
+    report = (failed_sweep.out / "norm_ablation" / "compare" / "report.md").read_text()
+    assert "rms-seed0: training failed" in report
+
+
+@pytest.mark.slow
+@FAILED_JOB
+def test_ablate_evaluates_the_finished_runs_at_two_gains_and_compares_them(failed_sweep):
+    summary = pd.read_csv(failed_sweep.out / "norm_ablation" / "compare" / "summary.csv")
+    assert set(summary["metric"]) == {"pesq", "stoi", "csig", "cbak", "covl", "ssnr", "sisdr"}
+    assert (summary["a"] == "original").all() and (summary["b"] == "fixed").all()
+    assert (summary["n_files"] == 6).all()  # a spread subset of the mini corpus test split
+    original = failed_sweep.out / "norm_ablation" / "original-seed0"
+    shifted = json.loads((original / "eval" / "mini-6files@-20dB" / "summary.json").read_text())
+    assert shifted["input_gain_db"] == -20.0 and shifted["dataset"]["n_files"] == 6
+
+
+@pytest.mark.slow
+@FAILED_JOB
+def test_ablate_resumes_with_the_failed_job_only(failed_sweep, monkeypatch, capfd):
+    monkeypatch.setenv("DFABLATE_CACHE", str(failed_sweep.cache))
+    monkeypatch.setenv("COLUMNS", WIDE)
+    assert main(failed_sweep.args) == 1  # resumes: only the failed job is tried again
     printed = capfd.readouterr().out
     assert "norm=rms seed=0" in printed and "norm=original" not in printed
     assert "4 evaluations (run x gain) already done, skipped" in printed
     assert "up to date, skipped" in printed
     assert "fixed (B) vs original (A)" in printed and "report:" in printed
-    assert {path: path.stat().st_mtime_ns for path in outputs} == stamps
+    stamps = failed_sweep.stamps
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
 
 
 @pytest.mark.parametrize("gains", ["5", "[]", "[0,loud]", "[0,1e9]"])

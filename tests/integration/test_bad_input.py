@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import CONFIG_DIR
+from helpers import CONFIG_DIR
 from omegaconf import OmegaConf
 
 from dfablate.cli import main
@@ -148,15 +148,13 @@ def test_the_demo_launcher_is_a_core_dependency():
     import hydra_plugins.hydra_joblib_launcher  # noqa: F401  installed with the core
 
 
-def test_verify_reports_every_kind_of_problem_in_one_pass(short_run, tmp_path, capsys):
+def test_verify_reports_every_kind_of_problem_in_one_pass(mini_root, tmp_path, capsys):
     """Unpaired, unreadable, length and rate mismatches in one tree: all in one report."""
-    from dfablate.data.mini import ensure_mini
     from dfablate.data.valentini import SPLIT_DIRS
 
-    mini = ensure_mini(None)
     root = tmp_path / "tree"
     for folder in SPLIT_DIRS["test"]:
-        shutil.copytree(mini / folder, root / folder)
+        shutil.copytree(mini_root / folder, root / folder)
     clean_dir, noisy_dir = (root / folder for folder in SPLIT_DIRS["test"])
     names = sorted(p.name for p in clean_dir.glob("*.wav"))
     (noisy_dir / names[0]).unlink()  # unpaired

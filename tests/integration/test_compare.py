@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -151,61 +152,111 @@ def per_run_means(runs: list[Path], metric: str) -> np.ndarray:
     return np.array([pd.read_csv(r / "eval/mini/metrics.csv")[metric].mean() for r in runs])
 
 
-@pytest.mark.parametrize("paired", [True, False])
-def test_summary_columns_against_scipy_and_statsmodels(tmp_path, paired):
-    runs = seed_study(tmp_path, b_seeds=(0, 1, 2) if paired else (5, 6, 7))
-    out = tmp_path / "out"
+SEED_STUDY = pytest.mark.xdist_group("compare_seed_study")  # one process builds it once
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """`dfablate compare` run once on `seed_study`: its runs, output folder and summary."""
+
+    paired: bool
+    runs: list[Path]  # original seeds first (A), then fixed (B)
+    out: Path
+    summary: pd.DataFrame  # summary.csv indexed by metric
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["paired", "unpaired"])
+def seed_comparison(request, tmp_path_factory) -> SeedComparison:
+    paired = request.param
+    root = tmp_path_factory.mktemp("seed-study")
+    runs = seed_study(root, b_seeds=(0, 1, 2) if paired else (5, 6, 7))
+    out = root / "out"
     shuffled = [*runs[:3], runs[5], runs[3], runs[4]]  # pairing goes by seed, not by order
     assert main(["compare", *map(str, shuffled), "--out", str(out), "--wandb", "disabled"]) == 0
     summary = pd.read_csv(out / "summary.csv").set_index("metric")
-    p_values = {}
-    for metric in ("pesq", "sisdr"):
-        a, b = per_run_means(runs[:3], metric), per_run_means(runs[3:], metric)
-        row = summary.loc[metric]
-        ref = stats.ttest_rel(b, a) if paired else stats.ttest_ind(b, a, equal_var=True)
-        interval = ref.confidence_interval()
-        assert row["a_mean"] == pytest.approx(a.mean()) and row["b_mean"] == pytest.approx(b.mean())
-        assert row["mean_diff"] == pytest.approx(b.mean() - a.mean())
-        assert row["ci95_low"] == pytest.approx(interval.low)
-        assert row["ci95_high"] == pytest.approx(interval.high)
-        assert row["p_value"] == pytest.approx(ref.pvalue)
-        p_values[metric] = ref.pvalue
-        assert row["test"] == ("paired t" if paired else "Student t")
-        assert bool(row["paired"]) is paired and row["seed_spread"] == "known"
-        assert row["a_seeds"] == 3 and row["b_seeds"] == 3 and row["n_files"] == 5
-        assert row["a_seed_std"] == pytest.approx(np.std(a, ddof=1))
-        assert row["b_seed_std"] == pytest.approx(np.std(b, ddof=1))
-        margin = {"pesq": 0.05, "sisdr": 0.3}[metric]  # the default margins
-        assert row["margin"] == margin and bool(row["primary"]) is (metric == "pesq")
-        if paired:
-            sd = np.std(b - a, ddof=1)
-            mde = TTestPower().solve_power(nobs=3, alpha=0.05, power=0.8) * sd
-            needed = TTestPower().solve_power(effect_size=margin / sd, alpha=0.05, power=0.8)
-            lower = stats.ttest_1samp(b - a, -margin, alternative="greater").pvalue
-            upper = stats.ttest_1samp(b - a, margin, alternative="less").pvalue
-            assert row["seed_corr"] == pytest.approx(np.corrcoef(a, b)[0, 1])
-            assert row["sd_df"] == 2
-        else:
-            sd = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
-            mde = TTestIndPower().solve_power(nobs1=3, ratio=1, alpha=0.05, power=0.8) * sd
-            needed = TTestIndPower().solve_power(
-                effect_size=margin / sd, nobs1=None, alpha=0.05, power=0.8, ratio=1
-            )
-            lower = stats.ttest_ind(b + margin, a, alternative="greater").pvalue
-            upper = stats.ttest_ind(b - margin, a, alternative="less").pvalue
-            assert np.isnan(row["seed_corr"]) and row["sd_df"] == 4
-        assert row["mde"] == pytest.approx(mde, rel=1e-5)
-        # seeds for 80 % power at the margin (not at the observed difference)
-        assert row["seeds_needed"] == min(1000, max(2, math.ceil(needed)))
-        assert row["tost_p"] == pytest.approx(max(lower, upper), rel=1e-9)
-        ci90 = ref.confidence_interval(0.90)
-        assert row["ci90_low"] == pytest.approx(ci90.low)
-        assert row["ci90_high"] == pytest.approx(ci90.high)
-        # per-file values are seed means; the Wilcoxon test runs over files
-        a_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")[metric] for r in runs[:3]], 0)
-        b_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")[metric] for r in runs[3:]], 0)
-        assert row["wilcoxon_p_files"] == pytest.approx(stats.wilcoxon(b_file - a_file).pvalue)
-        assert row["b_better_share"] == pytest.approx(np.mean(b_file > a_file))
+    return SeedComparison(paired, runs, out, summary)
+
+
+def seed_t_test(comparison: SeedComparison, metric: str):
+    """scipy's t test of B's seed means against A's, as the comparison's design asks."""
+    a = per_run_means(comparison.runs[:3], metric)
+    b = per_run_means(comparison.runs[3:], metric)
+    return stats.ttest_rel(b, a) if comparison.paired else stats.ttest_ind(b, a, equal_var=True)
+
+
+def file_means(runs: list[Path], metric: str) -> np.ndarray:
+    """Per-file values averaged over the runs (seeds) of one variant."""
+    return np.mean([pd.read_csv(r / "eval/mini/metrics.csv")[metric] for r in runs], 0)
+
+
+@SEED_STUDY
+@pytest.mark.parametrize("metric", ["pesq", "sisdr"])
+def test_summary_means_and_t_test_against_scipy(seed_comparison, metric):
+    paired, runs = seed_comparison.paired, seed_comparison.runs
+    a, b = per_run_means(runs[:3], metric), per_run_means(runs[3:], metric)
+    row = seed_comparison.summary.loc[metric]
+    ref = seed_t_test(seed_comparison, metric)
+    interval = ref.confidence_interval()
+    assert row["a_mean"] == pytest.approx(a.mean()) and row["b_mean"] == pytest.approx(b.mean())
+    assert row["mean_diff"] == pytest.approx(b.mean() - a.mean())
+    assert row["ci95_low"] == pytest.approx(interval.low)
+    assert row["ci95_high"] == pytest.approx(interval.high)
+    assert row["p_value"] == pytest.approx(ref.pvalue)
+    assert row["test"] == ("paired t" if paired else "Student t")
+    assert bool(row["paired"]) is paired and row["seed_spread"] == "known"
+    assert row["a_seeds"] == 3 and row["b_seeds"] == 3 and row["n_files"] == 5
+    assert row["a_seed_std"] == pytest.approx(np.std(a, ddof=1))
+    assert row["b_seed_std"] == pytest.approx(np.std(b, ddof=1))
+    margin = {"pesq": 0.05, "sisdr": 0.3}[metric]  # the default margins
+    assert row["margin"] == margin and bool(row["primary"]) is (metric == "pesq")
+
+
+@SEED_STUDY
+@pytest.mark.parametrize("metric", ["pesq", "sisdr"])
+def test_power_and_equivalence_against_statsmodels(seed_comparison, metric):
+    runs, row = seed_comparison.runs, seed_comparison.summary.loc[metric]
+    a, b = per_run_means(runs[:3], metric), per_run_means(runs[3:], metric)
+    margin = row["margin"]
+    if seed_comparison.paired:
+        sd = np.std(b - a, ddof=1)
+        mde = TTestPower().solve_power(nobs=3, alpha=0.05, power=0.8) * sd
+        needed = TTestPower().solve_power(effect_size=margin / sd, alpha=0.05, power=0.8)
+        lower = stats.ttest_1samp(b - a, -margin, alternative="greater").pvalue
+        upper = stats.ttest_1samp(b - a, margin, alternative="less").pvalue
+        assert row["seed_corr"] == pytest.approx(np.corrcoef(a, b)[0, 1])
+        assert row["sd_df"] == 2
+    else:
+        sd = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
+        mde = TTestIndPower().solve_power(nobs1=3, ratio=1, alpha=0.05, power=0.8) * sd
+        needed = TTestIndPower().solve_power(
+            effect_size=margin / sd, nobs1=None, alpha=0.05, power=0.8, ratio=1
+        )
+        lower = stats.ttest_ind(b + margin, a, alternative="greater").pvalue
+        upper = stats.ttest_ind(b - margin, a, alternative="less").pvalue
+        assert np.isnan(row["seed_corr"]) and row["sd_df"] == 4
+    assert row["mde"] == pytest.approx(mde, rel=1e-5)
+    # seeds for 80 % power at the margin (not at the observed difference)
+    assert row["seeds_needed"] == min(1000, max(2, math.ceil(needed)))
+    assert row["tost_p"] == pytest.approx(max(lower, upper), rel=1e-9)
+    ci90 = seed_t_test(seed_comparison, metric).confidence_interval(0.90)
+    assert row["ci90_low"] == pytest.approx(ci90.low)
+    assert row["ci90_high"] == pytest.approx(ci90.high)
+
+
+@SEED_STUDY
+@pytest.mark.parametrize("metric", ["pesq", "sisdr"])
+def test_file_level_columns_use_seed_means_per_file(seed_comparison, metric):
+    """Per-file values are seed means; the Wilcoxon test runs over files."""
+    runs, row = seed_comparison.runs, seed_comparison.summary.loc[metric]
+    a_file, b_file = file_means(runs[:3], metric), file_means(runs[3:], metric)
+    assert row["wilcoxon_p_files"] == pytest.approx(stats.wilcoxon(b_file - a_file).pvalue)
+    assert row["b_better_share"] == pytest.approx(np.mean(b_file > a_file))
+
+
+@SEED_STUDY
+def test_holm_families_of_one_contrast_and_verdicts(seed_comparison):
+    summary = seed_comparison.summary
+    p_values = {metric: seed_t_test(seed_comparison, metric).pvalue for metric in ("pesq", "sisdr")}
     # one contrast: the primary row is a family of one, sisdr the contrast's other family
     assert summary.loc["pesq", "p_holm"] == pytest.approx(p_values["pesq"])
     assert summary.loc["sisdr", "p_holm"] == pytest.approx(p_values["sisdr"])
@@ -215,18 +266,26 @@ def test_summary_columns_against_scipy_and_statsmodels(tmp_path, paired):
         want = "equivalent" if inside else better if row["p_holm"] < 0.05 else "inconclusive"
         assert row["verdict"] == want, metric
     assert list(summary.index) == ["pesq", "sisdr"]  # the primary row first
+
+
+@SEED_STUDY
+def test_relative_figures_only_off_the_db_scale(seed_comparison):
+    runs, summary = seed_comparison.runs, seed_comparison.summary
     a, b = per_run_means(runs[:3], "pesq").mean(), per_run_means(runs[3:], "pesq").mean()
     assert summary.loc["pesq", "rel_diff_of_means_pct"] == pytest.approx(100 * (b - a) / a)
     # dB metric: no relative figure anywhere in the summary, and the report says why
     sisdr = summary.loc["sisdr"]
     assert np.isnan(sisdr[["rel_diff_of_means_pct", "rel_diff_mean_pct", "rel_diff_median_pct"]]
                     .astype(float)).all()  # fmt: skip
-    report = (out / "report.md").read_text()
+    report = (seed_comparison.out / "report.md").read_text()
     assert "SSNR and SI-SDR: no relative figure on a dB scale (no meaningful zero)" in report
     assert report.splitlines()[2].startswith("- fixed vs original at 0 dB: ")
-    # per-file tables: long with diff, wide with every metric
-    a_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")["pesq"] for r in runs[:3]], 0)
-    b_file = np.mean([pd.read_csv(r / "eval/mini/metrics.csv")["pesq"] for r in runs[3:]], 0)
+
+
+@SEED_STUDY
+def test_per_file_tables_long_with_diff_and_wide_with_every_metric(seed_comparison):
+    runs, out = seed_comparison.runs, seed_comparison.out
+    a_file, b_file = file_means(runs[:3], "pesq"), file_means(runs[3:], "pesq")
     long = pd.read_csv(out / "relative_diff.csv")
     assert {"file", "metric", "a", "b", "rel_diff_pct", "diff"} <= set(long.columns)
     pesq = long[long["metric"] == "pesq"].set_index("file").loc[SEED_FILES]
@@ -238,9 +297,15 @@ def test_summary_columns_against_scipy_and_statsmodels(tmp_path, paired):
     np.testing.assert_allclose(wide["pesq_diff"], b_file - a_file)
     np.testing.assert_allclose(wide["pesq_rel_diff_pct"], 100 * (b_file - a_file) / a_file)
     assert {"sisdr_a", "sisdr_b", "sisdr_diff", "sisdr_rel_diff_pct"} <= set(wide.columns)
+    summary = seed_comparison.summary
     assert "wilcoxon_p" not in summary.columns and "seed_verdict" not in summary.columns
-    # seed_means.csv: one row per run, its mean over the compared files
-    seeds = pd.read_csv(out / "seed_means.csv")
+
+
+@SEED_STUDY
+def test_seed_means_csv_has_one_row_per_run(seed_comparison):
+    """seed_means.csv: one row per run, its mean over the compared files."""
+    runs = seed_comparison.runs
+    seeds = pd.read_csv(seed_comparison.out / "seed_means.csv")
     assert len(seeds) == len(runs) and set(seeds["gain_db"]) == {0.0}
     for variant, group in (("original", runs[:3]), ("fixed", runs[3:])):
         rows = seeds[seeds["variant"] == variant].sort_values("seed")
@@ -573,14 +638,36 @@ def gain_study(root: Path) -> list[Path]:
     return runs
 
 
-def test_two_holm_families_contrasts_interaction_and_figures(tmp_path, capsys):
-    runs = gain_study(tmp_path)
-    out = tmp_path / "cmp"
+GAIN_STUDY = pytest.mark.xdist_group("compare_gain_study")  # one process builds it once
+
+
+@dataclass(frozen=True)
+class GainComparison:
+    """`dfablate compare` run once on `gain_study` with two contrasts, a sisdr margin and a
+    primary metric at 0 dB."""
+
+    out: Path
+    summary: pd.DataFrame  # summary.csv as written
+    means: pd.DataFrame  # seed_means.csv
+
+
+@pytest.fixture(scope="module")
+def gain_comparison(tmp_path_factory) -> GainComparison:
+    root = tmp_path_factory.mktemp("gain-study")
+    runs = gain_study(root)
+    out = root / "cmp"
     args = ["compare", *map(str, runs), "--out", str(out), "--wandb", "disabled",
             "--contrast", "fixed:original", "--contrast", "fixed_debiased:fixed",
             "--margin", "sisdr=0.5", "--primary", "pesq@0"]  # fmt: skip
-    assert main(args) == 0, capsys.readouterr().err
-    summary = pd.read_csv(out / "summary.csv")
+    assert main(args) == 0
+    return GainComparison(
+        out, pd.read_csv(out / "summary.csv"), pd.read_csv(out / "seed_means.csv")
+    )
+
+
+@GAIN_STUDY
+def test_contrasts_in_the_order_given_each_led_by_its_primary_row(gain_comparison):
+    summary = gain_comparison.summary
     assert list(dict.fromkeys(zip(summary["b"], summary["a"], strict=True))) == [
         ("fixed", "original"), ("fixed_debiased", "fixed")
     ]  # fmt: skip
@@ -590,15 +677,25 @@ def test_two_holm_families_contrasts_interaction_and_figures(tmp_path, capsys):
     # the primary row is the first of its contrast
     for (_, _), group in summary.groupby(["b", "a"], sort=False):
         assert bool(group.iloc[0]["primary"]) and not group.iloc[1:]["primary"].any()
+    assert (summary.loc[summary["metric"] == "sisdr", "margin"] == 0.5).all()
+
+
+@GAIN_STUDY
+def test_two_holm_families(gain_comparison):
+    summary = gain_comparison.summary
+    primary = summary[summary["primary"]]
     # family 1: the primary rows across contrasts
     np.testing.assert_allclose(primary["p_holm"], _holm_by_hand(list(primary["p_value"])))
     # family 2: every other row of one contrast
     for _, group in summary[~summary["primary"]].groupby(["b", "a"]):
         assert len(group) == 3
         np.testing.assert_allclose(group["p_holm"], _holm_by_hand(list(group["p_value"])))
-    assert (summary.loc[summary["metric"] == "sisdr", "margin"] == 0.5).all()
-    # mde and seeds needed from the per-seed difference SD pooled over both gains
-    means = pd.read_csv(out / "seed_means.csv")
+
+
+@GAIN_STUDY
+def test_power_pools_the_seed_difference_sd_over_gains(gain_comparison):
+    """mde and seeds needed from the per-seed difference SD pooled over both gains."""
+    summary, means = gain_comparison.summary, gain_comparison.means
     diffs = []
     for gain in (0.0, -20.0):
         by = {v: means[(means["variant"] == v) & (means["gain_db"] == gain)].sort_values("seed")
@@ -612,13 +709,17 @@ def test_two_holm_families_contrasts_interaction_and_figures(tmp_path, capsys):
     )
     needed = TTestPower().solve_power(effect_size=0.05 / pooled, alpha=0.05, power=0.8)
     assert row["seeds_needed"] == min(1000, max(2, math.ceil(needed)))
-    # interaction.csv: per-run deltas against 0 dB, B's mean delta - A's, paired t
-    inter = pd.read_csv(out / "interaction.csv")
+
+
+@GAIN_STUDY
+def test_interaction_is_a_paired_t_of_the_deltas_against_0db(gain_comparison):
+    """interaction.csv: per-run deltas against 0 dB, B's mean delta - A's, paired t."""
+    inter = pd.read_csv(gain_comparison.out / "interaction.csv")
     assert list(inter.columns[:11]) == ["variant", "metric", "gain_db", "ref_gain_db", "a_delta",
                                         "b_delta", "diff", "ci95_low", "ci95_high", "p_value",
                                         "test"]  # fmt: skip
     got = inter[(inter["variant"] == "fixed") & (inter["metric"] == "pesq")].iloc[0]
-    delta = {}
+    means, delta = gain_comparison.means, {}
     for v in ("original", "fixed"):
         rows = means[means["variant"] == v]
         at = {g: rows[rows["gain_db"] == g].sort_values("seed")["pesq"].to_numpy()
@@ -629,6 +730,11 @@ def test_two_holm_families_contrasts_interaction_and_figures(tmp_path, capsys):
     assert got["diff"] == pytest.approx(delta["fixed"].mean() - delta["original"].mean())
     assert got["p_value"] == pytest.approx(ref.pvalue)
     assert got["ci95_low"] == pytest.approx(ref.confidence_interval().low)
+
+
+@GAIN_STUDY
+def test_robustness_figures_and_a_report_line_per_contrast(gain_comparison):
+    out = gain_comparison.out
     figures = {p.name for p in out.glob("robustness*.png")}
     assert figures == {"robustness.png", "robustness_means.png"}
     assert (out / "per_file_diff_fixed_debiased_vs_fixed@-20dB.png").is_file()

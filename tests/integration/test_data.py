@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import CONFIG_DIR
+from helpers import CONFIG_DIR
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 

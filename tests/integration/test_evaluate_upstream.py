@@ -26,21 +26,6 @@ from dfablate.models.build import build_model
 SMALL = {"conv_ch": 8, "emb_hidden_dim": 32, "df_hidden_dim": 32, "enc_linear_groups": 8,
          "linear_groups": 8, "conv_lookahead": 2, "df_lookahead": 2, "pad_mode": "output",
          "df_gru_skip": "groupedlinear", "df_pathway_kernel_size_t": 5}  # fmt: skip
-SEGMENT = 2 * 48_000
-
-
-@pytest.fixture(scope="module")
-def testset_root(tmp_path_factory, speech_48k, noisy_48k) -> Path:
-    """A Valentini-layout test split of two 2 s pairs of real speech in real noise."""
-    root = tmp_path_factory.mktemp("valentini")
-    clean, noisy = load_audio(speech_48k, 48_000), load_audio(noisy_48k, 48_000)
-    for folder in ("clean_testset_wav", "noisy_testset_wav"):
-        (root / folder).mkdir()
-    for i in range(2):
-        part = slice(i * SEGMENT, (i + 1) * SEGMENT)
-        sf.write(root / "clean_testset_wav" / f"p232_00{i}.wav", clean[part], 48_000)
-        sf.write(root / "noisy_testset_wav" / f"p232_00{i}.wav", noisy[part], 48_000)
-    return root
 
 
 def _write_config(folder: Path, model: str = "deepfilternet3") -> None:
@@ -80,7 +65,7 @@ def test_released_folder_is_scored_as_upstream_enhances(testset_root, tmp_path, 
     assert summary["norm"] == "original" and summary["label"] == "upstream-DeepFilterNet3"
     assert summary["arch"] == "dfn3" and summary["checkpoint"].endswith("model_10.ckpt.best")
     table = pd.read_csv(out / "metrics.csv")
-    assert len(table) == 2 and table["pesq"].notna().all()
+    assert len(table) == 5 and table["pesq"].notna().sum() == 4  # the silent pair: no PESQ
     # the enhanced audio is what upstream's own DfNet (epoch 10) gives with libDF's features
     noisy = torch.from_numpy(
         load_audio(testset_root / "noisy_testset_wav" / "p232_001.wav", 48_000)

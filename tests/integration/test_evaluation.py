@@ -4,6 +4,8 @@ W&B offline logging and one-line errors for bad inputs."""
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +29,6 @@ from dfablate.training.module import DfnSystem
 
 TINY = {"conv_ch": 8, "emb_hidden_dim": 32, "df_hidden_dim": 32, "enc_linear_groups": 8,
         "linear_groups": 8}  # fmt: skip
-SEGMENT = 2 * 48_000
-
-
-@pytest.fixture(scope="module")
-def testset_root(tmp_path_factory, speech_48k, noisy_48k) -> Path:
-    """A Valentini-layout test split: four 2 s pairs of real speech in real noise, plus one
-    pair whose clean side is silent (PESQ cannot score it)."""
-    root = tmp_path_factory.mktemp("valentini")
-    clean, noisy = load_audio(speech_48k, 48_000), load_audio(noisy_48k, 48_000)
-    for folder in ("clean_testset_wav", "noisy_testset_wav"):
-        (root / folder).mkdir()
-    for i in range(4):
-        part = slice(i * SEGMENT, (i + 1) * SEGMENT)
-        sf.write(root / "clean_testset_wav" / f"p232_00{i}.wav", clean[part], 48_000)
-        sf.write(root / "noisy_testset_wav" / f"p232_00{i}.wav", noisy[part], 48_000)
-    sf.write(root / "clean_testset_wav" / "p257_001.wav", np.zeros(SEGMENT, np.float32), 48_000)
-    sf.write(root / "noisy_testset_wav" / "p257_001.wav", noisy[:SEGMENT], 48_000)
-    return root
 
 
 def save_checkpoint(run_dir: Path, norm: str, seed: int = 0) -> Path:
@@ -78,11 +62,30 @@ class StopAfter(torch.nn.Module):
         return self.model(*inputs)
 
 
-def test_interrupted_evaluation_resumes_without_recomputing(testset_root, tmp_path):
+RESUMED = pytest.mark.xdist_group("evaluation_resumed")  # one process builds it once
+
+
+@dataclass(frozen=True)
+class ResumedEvaluation:
+    """An evaluation interrupted (like Ctrl-C) at its 4th file, its finished rows marked, a
+    failed and a cut row appended, then resumed with save_enhanced=true."""
+
+    system: DfnSystem
+    test_set: EvalSet
+    out: Path
+    options: dict  # evaluate_model's keyword arguments, the noisy cache folder among them
+    partial: pd.DataFrame  # metrics.csv as the interruption left it
+    enhanced_on_resume: int  # files the model enhanced when resumed
+    summary: dict  # the resumed run's summary
+
+
+@pytest.fixture(scope="module")
+def resumed_evaluation(testset_root, tmp_path_factory) -> ResumedEvaluation:
     torch.manual_seed(0)
     system = DfnSystem(norm="fixed", model={"arch": "dfn3", "params": TINY}).eval()
     test_set = EvalSet("toy", testset_root, find_clean_noisy_pairs(testset_root, "test"))
-    out, cache = tmp_path / "eval", tmp_path / "cache"
+    base = tmp_path_factory.mktemp("resumed")
+    out, cache = base / "eval", base / "cache"
     options = dict(provenance={"checkpoint_sha1": "abc"}, noisy_cache_dir=cache, jobs=1,
                    progress=False)  # fmt: skip
 
@@ -101,31 +104,60 @@ def test_interrupted_evaluation_resumes_without_recomputing(testset_root, tmp_pa
     evaluation = evaluate_model(
         system.features, resumed, test_set, out, save_enhanced=True, **options
     )
-    assert resumed.calls == 5 - len(partial)  # only the missing files were enhanced
+    return ResumedEvaluation(
+        system, test_set, out, options, partial, resumed.calls, evaluation.summary
+    )
+
+
+@RESUMED
+def test_interrupted_evaluation_resumes_without_recomputing(resumed_evaluation):
+    resumed = resumed_evaluation
+    assert resumed.enhanced_on_resume == 5 - len(resumed.partial)  # only the missing files
+    table = pd.read_csv(resumed.out / "metrics.csv").fillna({"error": ""})
+    assert list(table.columns) == list(COLUMNS)
+    assert table["file"].tolist() == [p.noisy.name for p in resumed.test_set.pairs]
+    by_file = table.set_index("file")
+    assert (by_file.loc[resumed.partial["file"], "pesq"] == 9.5).all()
+
+
+@RESUMED
+def test_failed_rows_are_scored_again_on_resume_and_silence_fails(resumed_evaluation):
+    out = resumed_evaluation.out
     retried = pd.read_csv(out / "metrics.csv").fillna({"error": ""}).set_index("file")
     assert retried.loc["p232_003.wav", "error"] == "" and retried.loc["p232_003.wav", "pesq"] > 1
-    table = pd.read_csv(out / "metrics.csv").fillna({"error": ""})
-    assert list(table.columns) == list(COLUMNS)
-    assert table["file"].tolist() == [p.noisy.name for p in test_set.pairs]
-    by_file = table.set_index("file")
-    assert (by_file.loc[partial["file"], "pesq"] == 9.5).all()
-    silent = by_file.loc["p257_001.wav"]
+    silent = retried.loc["p257_001.wav"]
     assert "no speech" in silent["error"] and np.isnan(silent["pesq"])
-    assert evaluation.summary["n_failed"] == 1
-    # the saved enhanced audio is the delay-free model output, same length as the input
+    assert resumed_evaluation.summary["n_failed"] == 1
+
+
+@RESUMED
+def test_saved_enhanced_audio_is_the_delay_free_model_output(resumed_evaluation, testset_root):
+    """The saved enhanced audio is the delay-free model output, same length as the input."""
+    system = resumed_evaluation.system
     noisy = load_audio(testset_root / "noisy_testset_wav" / "p232_003.wav", 48_000)
-    saved, rate = sf.read(out / "enhanced" / "p232_003.wav", dtype="float32")
+    saved, rate = sf.read(resumed_evaluation.out / "enhanced" / "p232_003.wav", dtype="float32")
     assert rate == 48_000 and saved.shape == noisy.shape
     np.testing.assert_allclose(saved, system.enhance(torch.from_numpy(noisy)).numpy(), atol=1e-6)
 
-    # the noisy input was scored once, into the cache: a marker there survives another run
-    noisy_csv = Path(evaluation.summary["noisy_metrics_csv"])
+
+@RESUMED
+def test_the_noisy_input_is_scored_once_into_the_cache(resumed_evaluation, tmp_path):
+    """The noisy input was scored once, into the cache: a marker there survives another run
+    (on copies of the output and cache folders, which the other tests read)."""
+    resumed = resumed_evaluation
+    shared_cache = resumed.options["noisy_cache_dir"]
+    out, cache = tmp_path / "eval", tmp_path / "cache"
+    shutil.copytree(resumed.out, out)
+    shutil.copytree(shared_cache, cache)
+    options = {**resumed.options, "noisy_cache_dir": cache}
+    noisy_csv = cache / Path(resumed.summary["noisy_metrics_csv"]).relative_to(shared_cache)
     noisy_table = pd.read_csv(noisy_csv)
     assert len(noisy_table) == 5
     noisy_table.assign(stoi=0.25).to_csv(noisy_csv, index=False)
     (out / "eval_state.json").write_text("{}")  # pretend another checkpoint: start over
+    system = resumed.system
     with pytest.warns(UserWarning, match="re-evaluating"):
-        again = evaluate_model(system.features, system.dfnet, test_set, out, **options)
+        again = evaluate_model(system.features, system.dfnet, resumed.test_set, out, **options)
     assert again.summary["noisy"]["stoi"] == pytest.approx(0.25)
     assert again.summary["mean"]["pesq"] < 5  # recomputed, marker gone
 
@@ -195,37 +227,77 @@ def test_gain_folder_names_have_an_explicit_sign():
     assert gain_dir_name("valentini-20files", -20.0) == "valentini-20files@-20dB"
 
 
-def test_cli_evaluate_at_shifted_input_levels(testset_root, tmp_path, capsys):
-    run_dir = tmp_path / "runs" / "original-seed0"
+SHIFTED = pytest.mark.xdist_group("evaluation_shifted_levels")  # one process builds it once
+SHIFTED_FOLDERS = {-25: "valentini@-25dB", 10: "valentini@+10dB"}
+
+
+@dataclass(frozen=True)
+class ShiftedLevels:
+    """`dfablate evaluate` of one run at -25 and +10 dB input levels."""
+
+    run_dir: Path
+    cache: Path  # the noisy-score cache folder
+    common: list[str]  # the evaluate arguments but input_gain_db
+    noisy: dict[int, pd.DataFrame]  # gain: the noisy input's scores, indexed by file
+
+
+@pytest.fixture(scope="module")
+def shifted_levels(testset_root, tmp_path_factory) -> ShiftedLevels:
+    base = tmp_path_factory.mktemp("shifted")
+    run_dir = base / "runs" / "original-seed0"
     save_checkpoint(run_dir, "original")
     common = ["evaluate", f"run={run_dir}", "data=valentini", f"data.root={testset_root}",
-              "jobs=2", f"noisy_cache_dir={tmp_path / 'cache'}", "progress=false",
+              "jobs=2", f"noisy_cache_dir={base / 'cache'}", "progress=false",
               "wandb.mode=disabled"]  # fmt: skip
     noisy = {}
-    folders = {-25: "valentini@-25dB", 10: "valentini@+10dB"}
-    for gain, folder in folders.items():
-        assert main([*common, f"input_gain_db={gain}"]) == 0, capsys.readouterr().err
+    for gain, folder in SHIFTED_FOLDERS.items():
+        assert main([*common, f"input_gain_db={gain}"]) == 0
         summary = json.loads((run_dir / "eval" / folder / "summary.json").read_text())
+        noisy[gain] = pd.read_csv(summary["noisy_metrics_csv"]).set_index("file")
+    return ShiftedLevels(run_dir, base / "cache", common, noisy)
+
+
+@SHIFTED
+def test_cli_evaluate_at_shifted_input_levels(shifted_levels):
+    for gain, folder in SHIFTED_FOLDERS.items():
+        path = shifted_levels.run_dir / "eval" / folder / "summary.json"
+        summary = json.loads(path.read_text())
         assert summary["input_gain_db"] == float(gain) and isinstance(
             summary["input_gain_db"], float
         )
         assert summary["pipeline_version"] == PIPELINE_VERSION
         assert summary["scored_at"] == "reference"
-        noisy[gain] = pd.read_csv(summary["noisy_metrics_csv"]).set_index("file")
-    assert not (run_dir / "eval" / "valentini").exists()
+    assert not (shifted_levels.run_dir / "eval" / "valentini").exists()
+
+
+@SHIFTED
+def test_the_unprocessed_input_is_scored_unscaled_once(shifted_levels):
+    """The unprocessed input is scored unscaled: one cache entry, identical scores at every
+    gain."""
+    noisy = shifted_levels.noisy
     scored = noisy[10]["pesq"].notna()
     assert scored.sum() == 4
-    # the unprocessed input is scored unscaled: one cache entry, identical scores at every gain
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert len(list(shifted_levels.cache.iterdir())) == 1
     metrics = ["pesq", "stoi", "csig", "cbak", "covl", "ssnr", "sisdr"]
     np.testing.assert_allclose(
         noisy[-25].loc[scored, metrics], noisy[10].loc[scored, metrics], rtol=0, atol=1e-6
     )
-    # the model saw the shifted input: its output is not a scaled copy of the 0 dB output
-    enhanced = {g: pd.read_csv(run_dir / "eval" / f / "metrics.csv") for g, f in folders.items()}
+
+
+@SHIFTED
+def test_the_model_sees_the_shifted_input(shifted_levels):
+    """Its output is not a scaled copy of the 0 dB output."""
+    eval_dir = shifted_levels.run_dir / "eval"
+    enhanced = {g: pd.read_csv(eval_dir / f / "metrics.csv") for g, f in SHIFTED_FOLDERS.items()}
     assert abs(enhanced[-25]["sisdr"].mean() - enhanced[10]["sisdr"].mean()) > 0.01
 
-    # rows of an older pipeline version are scored again, not mixed with new ones
+
+@SHIFTED
+def test_rows_of_an_older_pipeline_version_are_scored_again(shifted_levels, tmp_path):
+    """They are not mixed with new ones (shown on a copy of the run: the other tests read it)."""
+    run_dir = tmp_path / "original-seed0"
+    shutil.copytree(shifted_levels.run_dir, run_dir)
+    common = [f"run={run_dir}" if a.startswith("run=") else a for a in shifted_levels.common]
     out = run_dir / "eval" / "valentini@+10dB"
     state = json.loads((out / "eval_state.json").read_text())
     (out / "eval_state.json").write_text(json.dumps({**state, "pipeline_version": 1}))
@@ -234,12 +306,16 @@ def test_cli_evaluate_at_shifted_input_levels(testset_root, tmp_path, capsys):
         assert main([*common, "input_gain_db=10"]) == 0
     assert (pd.read_csv(out / "metrics.csv")["pesq"].dropna() < 5).all()
 
-    for bad in ("loud", "1e9", "-121"):  # not a number; past float32 audio; beyond +-120 dB
-        assert main([*common, f"input_gain_db={bad}"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert "\n" not in err and "input_gain_db=" in err and "Traceback" not in err
-        assert "within +-120" in err
-    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [
+
+@SHIFTED
+@pytest.mark.parametrize("bad", ["loud", "1e9", "-121"])
+def test_bad_input_levels_are_one_line_errors(shifted_levels, bad, capsys):
+    """Not a number; past float32 audio; beyond +-120 dB: refused, no folder written."""
+    assert main([*shifted_levels.common, f"input_gain_db={bad}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "input_gain_db=" in err and "Traceback" not in err
+    assert "within +-120" in err
+    assert sorted(p.name for p in (shifted_levels.run_dir / "eval").iterdir()) == [
         "valentini@+10dB", "valentini@-25dB"
     ]  # fmt: skip
 

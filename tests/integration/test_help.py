@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CONFIG_DIR
+from helpers import CONFIG_DIR
 from omegaconf import OmegaConf
 
 from dfablate.cli import main

@@ -14,7 +14,7 @@ import shutil
 import pandas as pd
 import torch
 import yaml
-from conftest import DATA_DIR
+from helpers import DATA_DIR
 from upstream import build_upstream_dfnet, requires_reference
 
 from dfablate.audio import load_audio

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SHORT_RUN
+from helpers import ROOT, SHORT_RUN
 
 from dfablate.cli import main
 from dfablate.config import compose_config, config_file

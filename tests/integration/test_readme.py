@@ -17,9 +17,10 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from dfablate.cli import build_parser
 
@@ -121,11 +122,19 @@ def test_the_compare_example_names_the_demo_runs(tmp_path, monkeypatch):
     assert all(any(re.fullmatch(g, run) for g in globs) for run in runs)
 
 
-@pytest.mark.slow
-def test_the_readme_commands_run_from_another_folder(tmp_path, installed_package, mini_cache):
-    work = tmp_path / "elsewhere"
-    work.mkdir()
-    bin_dir = tmp_path / "bin"  # `dfablate` as pip's console script: the installed package
+README_RUN = pytest.mark.xdist_group("readme_run")  # one process runs the README once
+
+
+@dataclass(frozen=True)
+class ReadmeRun:
+    """The README's run blocks, run in order in one folder outside the checkout."""
+
+    work: Path  # the folder they ran in
+    results: list[tuple[Block, subprocess.CompletedProcess]]  # up to the first that failed
+
+
+def console_script(bin_dir: Path, installed_package: Path) -> None:
+    """`dfablate` in `bin_dir` as pip's console script: the installed package's main."""
     bin_dir.mkdir()
     script = bin_dir / "dfablate"
     script.write_text(
@@ -133,9 +142,17 @@ def test_the_readme_commands_run_from_another_folder(tmp_path, installed_package
         "from dfablate.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
     )
     script.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory, installed_package, mini_cache) -> ReadmeRun:
+    base = tmp_path_factory.mktemp("readme")
+    work = base / "elsewhere"
+    work.mkdir()
+    console_script(base / "bin", installed_package)
     env = {
         **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PATH": f"{base / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "DFABLATE_CACHE": str(mini_cache),
         "WANDB_MODE": "offline",
     }
@@ -146,21 +163,42 @@ def test_the_readme_commands_run_from_another_folder(tmp_path, installed_package
             path = work / first.lstrip("# ").strip()
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(rest)
-    ran = 0
+    results = []
     for block in command_blocks("run"):
         result = subprocess.run(
             ["bash", "-c", "set -euo pipefail\n" + block.body],
             cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
+        results.append((block, result))
+        if result.returncode != 0:
+            break
+    return ReadmeRun(work, results)
+
+
+@pytest.mark.slow
+@README_RUN
+def test_the_readme_commands_run_from_another_folder(readme_run):
+    for block, result in readme_run.results:
         assert result.returncode == 0, f"{block.body}\n{result.stderr[-3000:]}"
-        ran += 1
-    assert ran >= 2
+    assert len(readme_run.results) >= 2
+
+
+@pytest.mark.slow
+@README_RUN
+def test_the_readme_evaluation_scores_the_mini_corpus_it_made(readme_run):
+    work = readme_run.work
     summary = json.loads(
         (work / "outputs" / "default" / "original-seed43" / "eval" / "mini" / "summary.json")
         .read_text()
     )  # fmt: skip
     assert summary["n_files"] == 20 and summary["n_failed"] == 0
     assert (work / summary["dataset"]["root"]).resolve() == (work / "mini").resolve()
+
+
+@pytest.mark.slow
+@README_RUN
+def test_the_readme_scores_the_noisy_input_and_trains_the_fast_recipe(readme_run):
+    work = readme_run.work
     assert (work / "noisy.csv").is_file() and (
         work / "outputs" / "default" / "fast-seed43"
     ).is_dir()

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONFIG_DIR, TESTS_DIR
+from helpers import CONFIG_DIR, TESTS_DIR
 from wandb_offline import read_offline_run
 
 from dfablate.cli import main

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,12 +80,31 @@ def _selected(runs: list, filters: dict[str, object]) -> set[str]:
     }
 
 
-@pytest.mark.slow
-def test_ablation_report_selects_the_study_and_its_logged_keys(tmp_path, monkeypatch, fake_api):
-    """A real ablation logged offline (2 norms, 1 training step each, 2 input gains): its spec
-    names exactly the study's runs, and every panel key was logged by them."""
-    monkeypatch.setenv("DFABLATE_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "outputs"
+LOGGED_ABLATION = pytest.mark.xdist_group("wandb_logged_ablation")  # one process runs it once
+
+
+@dataclass(frozen=True)
+class LoggedAblation:
+    """A real ablation logged offline (2 norms, 1 training step each, 2 input gains): its
+    report spec and its runs read back from their offline files."""
+
+    spec: dict
+    logged: dict[str, list]  # kind (train, eval, compare): its runs, read back
+    expected: dict[str, set[str]]  # kind: the ids of its runs
+
+    @property
+    def everything(self) -> list:
+        return [run for runs in self.logged.values() for run in runs]
+
+    @property
+    def panel_blocks(self) -> list[dict]:
+        return [b for b in self.spec["blocks"] if b["type"] == "panels"]
+
+
+@pytest.fixture(scope="module")
+def logged_ablation(tmp_path_factory) -> LoggedAblation:
+    base = tmp_path_factory.mktemp("logged-ablation")
+    out = base / "outputs"
     args = [
         "ablate", "experiment=norm_ablation", "norm=original,fixed", "seed=0",
         "model=dfn3_tiny", "data=mini", "trainer=cpu", "logger=wandb", f"output_root={out}",
@@ -94,13 +114,11 @@ def test_ablation_report_selects_the_study_and_its_logged_keys(tmp_path, monkeyp
         "callbacks.early_stopping=null", "ablate.evaluate.jobs=1", "ablate.evaluate.max_files=2",
         "ablate.evaluate.input_gains_db=[0,-6]",
     ]  # fmt: skip
-    assert main(args) == 0
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DFABLATE_CACHE", str(base / "cache"))
+        assert main(args) == 0
     study = out / "norm_ablation"
     compare_dir = study / "compare"
-    spec = read_spec(compare_dir)
-    assert spec is not None and spec["entity"] is None  # resolved when pushed
-    assert spec["command"].startswith("dfablate ablate experiment=norm_ablation")
-
     run_dirs = [study / f"{norm}-seed0" for norm in ("original", "fixed")]
     logged = {
         "train": [read_offline_run(d / "wandb") for d in run_dirs],
@@ -111,13 +129,28 @@ def test_ablation_report_selects_the_study_and_its_logged_keys(tmp_path, monkeyp
         ],  # fmt: skip
         "compare": [read_offline_run(compare_dir / "wandb")],
     }
-    everything = [run for runs in logged.values() for run in runs]
     expected = {kind: {r.run["id"] for r in runs} for kind, runs in logged.items()}
-    assert {kind: {r["id"] for r in records} for kind, records in spec["runs"].items()} == expected
+    return LoggedAblation(read_spec(compare_dir), logged, expected)
 
-    report = build_report(spec, "team", APP_URL)
-    grids = _runsets_and_panels(report)
-    spec_grids = [b for b in spec["blocks"] if b["type"] == "panels"]
+
+@pytest.mark.slow
+@LOGGED_ABLATION
+def test_ablation_report_spec_names_the_study_and_its_runs(logged_ablation):
+    spec = logged_ablation.spec
+    assert spec is not None and spec["entity"] is None  # resolved when pushed
+    assert spec["command"].startswith("dfablate ablate experiment=norm_ablation")
+    records = spec["runs"]
+    assert {kind: {r["id"] for r in runs} for kind, runs in records.items()} == (
+        logged_ablation.expected
+    )
+
+
+@pytest.mark.slow
+@LOGGED_ABLATION
+def test_ablation_report_runsets_select_exactly_the_study(logged_ablation, fake_api):
+    expected, everything = logged_ablation.expected, logged_ablation.everything
+    grids = _runsets_and_panels(build_report(logged_ablation.spec, "team", APP_URL))
+    spec_grids = logged_ablation.panel_blocks
     assert len(grids) == len(spec_grids) and {b["runsets"] for b in spec_grids} == set(expected)
     for (runsets, panels), block in zip(grids, spec_grids, strict=True):
         assert len(panels) == len(block["panels"])
@@ -130,13 +163,25 @@ def test_ablation_report_selects_the_study_and_its_logged_keys(tmp_path, monkeyp
                 if r.run["group"] == filters["group"] and r.run["job_type"] == filters["jobType"]
             }  # fmt: skip
             assert by_group_and_type == expected[kind]  # group and job_type alone suffice here
+
+
+@pytest.mark.slow
+@LOGGED_ABLATION
+def test_ablation_report_panels_read_only_logged_keys(logged_ablation):
+    for block in logged_ablation.panel_blocks:
         for panel in block["panels"]:
-            _assert_logged(panel, logged[kind])
-    kinds = [p["type"] for b in spec_grids for p in b["panels"]]
+            _assert_logged(panel, logged_ablation.logged[block["runsets"]])
+
+
+@pytest.mark.slow
+@LOGGED_ABLATION
+def test_ablation_report_has_its_panels_and_links_to_the_runs(logged_ablation):
+    kinds = [p["type"] for b in logged_ablation.panel_blocks for p in b["panels"]]
     assert kinds.count("bar") == 2 * 7 and kinds.count("line") == 2  # 7 metrics x 2 gains
     assert {"parallel", "media", "table"} <= set(kinds)
+    spec = logged_ablation.spec
     links = [b["text"] for b in spec["blocks"] if b["type"] == "markdown"][-1]
-    for run in logged["eval"] + logged["compare"]:
+    for run in logged_ablation.logged["eval"] + logged_ablation.logged["compare"]:
         assert f"{{app_url}}/{{entity}}/dfablate/runs/{run.run['id']}" in links
 
 

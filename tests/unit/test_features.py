@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import CONFIG_DIR, DATA_DIR
+from helpers import CONFIG_DIR, DATA_DIR
 from upstream import requires_reference
 
 from dfablate.audio import load_audio

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
-from wandb_offline import read_offline_run
+import soundfile as sf
+from wandb_offline import OfflineRun, read_offline_run
 
 from dfablate.errors import UserError
 from dfablate.tracking import (
@@ -43,11 +47,25 @@ def test_run_id_is_created_once_per_run_dir(tmp_path):
     assert run_id(tmp_path / "b") != first
 
 
-def test_offline_run_reads_back_what_was_logged(tmp_path, speech_48k):
-    import soundfile as sf
+OFFLINE_RUN = pytest.mark.xdist_group("tracking_offline_run")  # one process logs it once
 
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """A run logged offline (40 rows, an audio example, a feature-std table, a summary) and
+    what `read_offline_run` reads back from its folder."""
+
+    folder: Path
+    run_id: str  # the id wandb gave the run
+    std_table: pd.DataFrame  # the feature-std table logged
+    logged: OfflineRun  # read back
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory, speech_48k) -> LoggedRun:
+    folder = tmp_path_factory.mktemp("offline-run")
     run = init_wandb(
-        tmp_path,
+        folder,
         {"norm": {"name": "fixed"}, "seed": 3},
         project="dfablate-test",
         group="sweep-x",
@@ -64,17 +82,31 @@ def test_offline_run_reads_back_what_was_logged(tmp_path, speech_48k):
     run.summary["best/val_loss"] = 0.25
     expected_id = run.id
     run.finish()
+    return LoggedRun(folder, expected_id, table, read_offline_run(folder))
 
-    logged = read_offline_run(tmp_path)
-    assert logged.run["id"] == expected_id == run_id(tmp_path)
+
+@OFFLINE_RUN
+def test_offline_run_reads_back_its_id_group_tags_and_config(logged_run):
+    logged = logged_run.logged
+    assert logged.run["id"] == logged_run.run_id == run_id(logged_run.folder)
     assert logged.run["group"] == "sweep-x"
     assert logged.run["tags"] == ["norm:fixed", "seed:3"]
     assert logged.run["job_type"] == "train"
     assert logged.config["norm"] == {"name": "fixed"} and logged.config["seed"] == 3
+
+
+@OFFLINE_RUN
+def test_offline_run_reads_back_every_logged_row(logged_run):
+    logged = logged_run.logged
     losses = logged.series("train/loss")
     assert [value for _, value in losses] == pytest.approx([1.0 / (s + 1) for s in range(40)])
     assert [step for step, _ in losses] == list(range(40))
     assert logged.series("note")[-1][1] == "s39"
+
+
+@OFFLINE_RUN
+def test_offline_run_reads_back_media_tables_and_the_summary(logged_run):
+    logged, table = logged_run.logged, logged_run.std_table
     media = next(row for row in logged.history if "examples/p232_001/noisy" in row)
     assert media["examples/p232_001/noisy"]["_type"] == "audio-file"
     assert media["examples/p232_001/spectrogram"]["_type"] == "image-file"
