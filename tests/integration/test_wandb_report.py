@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from test_compare import seed_study, write_csv
+from helpers import seed_study, write_csv
 from wandb_offline import read_offline_run
 
 from dfablate.cli import main

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT
 
 # optional extras: a missing one must not break importing the module that uses it
 LAZY_EXTRAS = ("onnxruntime", "wandb_workspaces")

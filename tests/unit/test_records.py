@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 
 import pytest
+from helpers import DATA_DIR
 from omegaconf import OmegaConf
 
 from dfablate.records import (
@@ -21,7 +21,7 @@ from dfablate.records import (
 )
 from dfablate.tracking import follow_run
 
-OLD_RUN = Path(__file__).resolve().parents[1] / "data" / "old_run_dfn3"
+OLD_RUN = DATA_DIR / "old_run_dfn3"
 SUMMARY_KEYS = {"norm", "seed", "checkpoint", "checkpoint_sha1", "experiment", "arch", "dataset",
                 "input_gain_db", "pipeline_version", "scored_at", "mean", "noisy", "complete"}  # fmt: skip
 
