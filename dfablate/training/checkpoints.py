@@ -37,7 +37,7 @@ class NonFiniteTrainingError(UserError):
 
 
 class CheckpointMismatchError(UserError):
-    """A checkpoint loaded with an expectation that contradicts its stored identity."""
+    """A checkpoint loaded with an expectation that contradicts its stored model identity."""
 
 
 def model_identity(norm: str, arch: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,12 +55,12 @@ def model_identity(norm: str, arch: str, params: Mapping[str, Any]) -> dict[str,
     }
 
 
-def checkpoint_state(identity: Mapping[str, Any]) -> dict[str, Any]:
+def checkpoint_state(stored_identity: Mapping[str, Any]) -> dict[str, Any]:
     """What `DfnSystem` adds to a checkpoint: its model identity and the RNG states (plain
     types and tensors, so the file loads with weights_only=True)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        IDENTITY_KEY: identity,
+        IDENTITY_KEY: stored_identity,
         "rng_states": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -117,7 +117,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def checkpoint_identity(path: str | Path) -> dict[str, Any]:
-    """The stored identity of a checkpoint (norm, features, model arch + params)."""
+    """The stored model identity of a checkpoint (norm, features, model arch + params)."""
     return read_checkpoint(path)[IDENTITY_KEY]
 
 

@@ -1,5 +1,5 @@
 """The LightningModule that trains a DeepFilterNet variant: step, loss, optimiser, validation
-and checkpoint identity, in one class.
+and the checkpoint's model identity, in one class.
 
 `DfnSystem` owns a DeepFilterNet (`dfablate.models`, a port of deepfilternet's DfNet) and the
 `DfFeatures` with the chosen normalisation; features are computed on the batch's device inside the

@@ -356,7 +356,7 @@ def check_run(cfg, run_dir: Path) -> RunStart:
     check_compile_mode(str(cfg.model.get("compile", "none")))
     check_recipe(cfg.get("optim"))
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    identity = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
+    configured = model_identity(cfg.norm.name, model["arch"], dict(model.get("params") or {}))
     _check_data(cfg)
     last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.get("ckpt_path"):
@@ -376,7 +376,7 @@ def check_run(cfg, run_dir: Path) -> RunStart:
         return RunStart()
     checkpoint = read_checkpoint(path)
     try:
-        check_identity(checkpoint.get(IDENTITY_KEY), identity, "this run's config")
+        check_identity(checkpoint.get(IDENTITY_KEY), configured, "this run's config")
     except UserError as exc:
         raise UserError(f"{path}: {exc}; resume it with the config it was trained with") from None
     return RunStart(str(path), int(checkpoint["global_step"]))

@@ -66,38 +66,54 @@ def _dfablate(*args: str, cwd: Path, env: dict, **kwargs) -> subprocess.Popen:
     )
 
 
-def test_train_writes_run_dir_checkpoints_and_wandb(tmp_path, mini_cache):
-    out = tmp_path / "out"
-    rc = main(
-        [
-            "train",
-            *FAST,
-            "logger=[csv,wandb]",
-            f"output_root={out}",
-            "callbacks.media.every_n_epochs=1",
-            "callbacks.media.std_utterances=2",
-        ]
-    )
-    assert rc == 0
-    run_dir = out / "default" / "original-seed43"
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
-    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+TRAIN_WITH_WANDB = pytest.mark.xdist_group("train_with_wandb")  # one process trains it once
+
+
+@pytest.fixture(scope="module")
+def wandb_run_dir(tmp_path_factory, mini_cache) -> Path:
+    """One 2-step run with the csv and W&B loggers and W&B media every epoch."""
+    out = tmp_path_factory.mktemp("train-wandb")
+    args = ["train", *FAST, "logger=[csv,wandb]", f"output_root={out}",
+            "callbacks.media.every_n_epochs=1", "callbacks.media.std_utterances=2"]  # fmt: skip
+    assert main(args) == 0
+    return out / "default" / "original-seed43"
+
+
+@TRAIN_WITH_WANDB
+def test_train_writes_the_run_dir_and_its_resolved_config(wandb_run_dir):
+    assert (wandb_run_dir / ".hydra" / "config.yaml").is_file()
+    resolved = yaml.safe_load((wandb_run_dir / "config.yaml").read_text())
     assert resolved["norm"]["name"] == "original" and resolved["seed"] == 43
     assert resolved["model"]["params"]["df_order"] == 5
 
-    best, last = run_dir / "checkpoints" / "best.ckpt", run_dir / "checkpoints" / "last.ckpt"
+
+@TRAIN_WITH_WANDB
+def test_train_writes_checkpoints_that_know_their_model(wandb_run_dir):
+    best = wandb_run_dir / "checkpoints" / "best.ckpt"
+    last = wandb_run_dir / "checkpoints" / "last.ckpt"
     assert best.is_file() and last.is_file()
     assert checkpoint_identity(best)["norm"] == "original"
     assert torch.load(last, weights_only=True)["global_step"] == 2
     assert DfnSystem.load_checkpoint(last).model_identity["model"]["params"]["conv_ch"] == "16"
 
+
+def _csv_metrics(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
-    val = metrics.dropna(subset=["val/loss"])
+    return metrics, metrics.dropna(subset=["val/loss"])
+
+
+@TRAIN_WITH_WANDB
+def test_train_logs_curves_with_a_step_0_baseline(wandb_run_dir):
+    metrics, val = _csv_metrics(wandb_run_dir)
     assert list(val["step"])[0] == 0  # validation before training: the step-0 baseline
     assert len(val) == 2 and val["val/pesq"].notna().all()
     assert metrics["train/loss"].notna().sum() == 2 and metrics["train/lr"].notna().any()
 
-    logged = read_offline_run(run_dir / "wandb")
+
+@TRAIN_WITH_WANDB
+def test_train_logs_to_wandb_what_the_csv_logger_has(wandb_run_dir):
+    metrics, val = _csv_metrics(wandb_run_dir)
+    logged = read_offline_run(wandb_run_dir / "wandb")
     assert logged.run["group"] == "default"
     assert logged.run["tags"] == ["norm:original", "seed:43"]
     assert logged.config["norm"] == {"name": "original"} and logged.config["seed"] == 43
@@ -106,6 +122,11 @@ def test_train_writes_run_dir_checkpoints_and_wandb(tmp_path, mini_cache):
     assert train_loss == pytest.approx(list(metrics["train/loss"].dropna()), rel=1e-6)
     assert [v for _, v in logged.series("val/loss")] == pytest.approx(list(val["val/loss"]))
     assert len(logged.series("train/lr")) == 2
+
+
+@TRAIN_WITH_WANDB
+def test_train_logs_feature_std_and_audio_examples_to_wandb(wandb_run_dir):
+    logged = read_offline_run(wandb_run_dir / "wandb")
     std = logged.series("features/std_original")
     assert len(std) == 1 and std[0][1]["_type"] == "table-file"
     assert 0 < logged.summary["features/std_mean"] < 1  # "original" features are far below 1
