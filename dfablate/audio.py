@@ -99,3 +99,8 @@ def is_gain_db(value) -> bool:
     except (TypeError, ValueError):
         return False
     return bool(np.isfinite(gain)) and abs(gain) <= MAX_GAIN_DB
+
+
+def gain_factor(input_gain_db: float) -> float:
+    """The amplitude factor 10^(G/20) of an input gain in dB."""
+    return 10.0 ** (input_gain_db / 20.0)

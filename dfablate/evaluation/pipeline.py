@@ -28,8 +28,9 @@ import torch
 from dfablate.audio import AudioError, load_audio
 from dfablate.devices import resolve_device
 from dfablate.enhance import enhance_waveform
-from dfablate.evaluation.testset import TestSet, gain_dir_name, gain_factor
-from dfablate.metrics import METRICS, score_pair
+from dfablate.evaluation.file_scores import at_gain, score_file
+from dfablate.evaluation.testset import TestSet, gain_dir_name
+from dfablate.metrics import METRICS
 from dfablate.paths import default_noisy_cache_dir
 from dfablate.progress import progress_bar
 from dfablate.records import EvalRecord, RunRecord
@@ -38,8 +39,6 @@ from dfablate.scoring import (
     MetricsCsv,
     Row,
     available_cores,
-    failed_row,
-    failure_text,
     scoring_pool,
 )
 from dfablate.training.module import DfnSystem
@@ -50,44 +49,6 @@ from dfablate.training.module import DfnSystem
 # divided by the input gain, against the unscaled clean file).
 PIPELINE_VERSION = 3
 SCORED_AT = "reference"  # summary.json's `scored_at`: how an input gain is scored
-
-
-def score_file(
-    name: str,
-    clean_path: Path,
-    degraded: np.ndarray | Path,
-    sample_rate: int,
-    input_gain_db: float = 0.0,
-    metrics: Sequence[str] = METRICS,
-) -> dict:
-    """One CSV row: the `metrics` of `degraded` (array or file) against the unscaled clean file.
-
-    Scores are taken at the reference level: an array is the model's output for the input
-    scaled by g = 10^(G/20), and is divided by g before scoring; a file (the unprocessed noisy
-    input) is scored unscaled, so its scores are the same at every gain. The composite
-    measures depend slightly on level (WSS floors band energy, LLR runs in float32), so
-    scoring both signals at the scaled level would move them with G.
-
-    As in `dfablate score`, a pair that cannot be scored (unreadable file, no speech for PESQ,
-    even an unexpected failure) gives NaN metrics and a one-line reason in `error`, so one bad
-    file never stops the evaluation; such rows are tried again when the evaluation resumes.
-    """
-    try:
-        clean = load_audio(clean_path, sample_rate)
-        if isinstance(degraded, Path):
-            degraded = load_audio(degraded, sample_rate)
-        else:
-            degraded = _at_gain(degraded, -input_gain_db)
-        scores = score_pair(clean, degraded, sample_rate, metrics)
-    except Exception as exc:  # a bad file must not stop the other files
-        return failed_row(name, failure_text(exc)[0], metrics)
-    return {"file": name, **{m: float(scores[m]) for m in metrics}, "error": ""}
-
-
-def _at_gain(audio: np.ndarray, input_gain_db: float) -> np.ndarray:
-    if input_gain_db == 0:
-        return audio
-    return (audio * np.float32(gain_factor(input_gain_db))).astype(np.float32)
 
 
 def noisy_cache_path(cache_dir: Path, test_set: TestSet, metrics: Sequence[str] = METRICS) -> Path:
@@ -285,7 +246,7 @@ def _enhance_and_score(
     for pair in [p for p in test_set.pairs if p.noisy.name not in scores.done]:
         name = pair.noisy.name
         try:
-            noisy = _at_gain(load_audio(pair.noisy, sample_rate), input_gain_db)
+            noisy = at_gain(load_audio(pair.noisy, sample_rate), input_gain_db)
         except AudioError:  # scored as a failed file, like a bad clean file
             scores.record(
                 "enhanced", score_file(name, pair.clean, pair.noisy, sample_rate, input_gain_db)

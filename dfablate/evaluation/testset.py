@@ -1,7 +1,7 @@
 """Test sets and input gains: which pairs an evaluation scores, and where its results go.
 
 `input_gain_db` evaluates at a shifted input level: the model's input is scaled by 10^(G/20), its
-output is scored at the reference level (`pipeline.score_file`), and the results go to
+output is scored at the reference level (`file_scores.score_file`), and the results go to
 `eval/<dataset>@<G>dB` (0 dB: `eval/<dataset>`, as before gains existed).
 """
 
@@ -18,11 +18,6 @@ from dfablate.audio import MAX_GAIN_DB, is_gain_db
 from dfablate.config import user_error_cause
 from dfablate.data.valentini import evenly_spread, find_clean_noisy_pairs
 from dfablate.errors import UserError
-
-
-def gain_factor(input_gain_db: float) -> float:
-    """The amplitude factor 10^(G/20) of an input gain in dB."""
-    return 10.0 ** (input_gain_db / 20.0)
 
 
 def check_gain_db(value, option: str) -> float:

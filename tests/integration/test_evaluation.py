@@ -379,9 +379,8 @@ def test_a_foreign_metrics_csv_in_out_dir_is_left_alone(testset_root, tmp_path):
 def test_output_at_a_gain_is_scored_at_the_reference_level(data_dir):
     """The output for the input times g is divided by g and scored against the unscaled clean
     file: a model that only passes the level through scores as at 0 dB, on every metric."""
-    from dfablate.audio import load_audio
-    from dfablate.evaluation.pipeline import score_file
-    from dfablate.evaluation.testset import gain_factor
+    from dfablate.audio import gain_factor, load_audio
+    from dfablate.evaluation.file_scores import score_file
 
     clean, noisy = data_dir / "clean_freesound_33711.wav", data_dir / "noisy_snr0.wav"
     output = load_audio(noisy, 48000)  # an identity "model" of the 0 dB input
