@@ -25,6 +25,7 @@ SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
 RUN_NAME = re.compile(r"^(?P<norm>[A-Za-z0-9_]+)-seed(?P<seed>\d+)$")
 RUN_DIR_SEARCH_DEPTH = 4  # a metrics CSV lies at most <run>/eval/<dataset>/ deep (plus one)
+RUN_NAME_SEARCH_DEPTH = 3  # an evaluation folder, its parent and the run: <run>/eval/<dataset>
 TRAIN_GAINS = "data.gains_db"  # training gain augmentation; missing means none ([0])
 
 # Config keys that change neither the trained model nor the test, so runs that differ only in
@@ -191,10 +192,8 @@ class RunRecord:
         if recorded is not None:
             return recorded
         summary = read_summary(path) if summary is None else summary
-        named = next(
-            (f for f in [path, *path.parents][:RUN_DIR_SEARCH_DEPTH] if RUN_NAME.match(f.name)),
-            None,
-        )
+        folders = [path, *path.parents][:RUN_NAME_SEARCH_DEPTH]
+        named = next((f for f in folders if RUN_NAME.match(f.name)), None)
         folder = RUN_NAME.match(named.name) if named is not None else None
         seed = _optional(summary.get("seed"))
         if seed is None and folder is not None:
