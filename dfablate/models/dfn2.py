@@ -8,7 +8,8 @@ forward fails in deepfilternet 0.5.6 itself (a `view` of a non-contiguous tensor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from torch import Tensor, nn
@@ -101,12 +102,15 @@ def _erb_decoder(p: Mapping[str, Any]) -> ErbDecoder:
 
 def _df_decoder(p: Mapping[str, Any]) -> DfDecoder:
     """DFN2's DF decoder, on the encoder's `emb_hidden_dim`-wide embedding."""
-    df_gru: nn.Module
+    df_gru: Callable[[], nn.Module]
     if p["gru_type"] == "grouped":
-        df_gru = _grouped_gru(p, p["emb_hidden_dim"], p["df_hidden_dim"], p["df_num_layers"])
+        df_gru = partial(
+            _grouped_gru, p, p["emb_hidden_dim"], p["df_hidden_dim"], p["df_num_layers"]
+        )
     else:
         # linear_groups stays at SqueezedGRU's default (8) here, as upstream
-        df_gru = SqueezedGRU(
+        df_gru = partial(
+            SqueezedGRU,
             p["emb_hidden_dim"],
             p["df_hidden_dim"],
             num_layers=p["df_num_layers"],

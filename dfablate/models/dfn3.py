@@ -8,6 +8,7 @@ typed values of `dfablate.models.params` (config.ini names) instead of a global 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -85,9 +86,10 @@ def _erb_decoder(p: Mapping[str, Any]) -> ErbDecoder:
 def _df_decoder(p: Mapping[str, Any]) -> DfDecoder:
     """DFN3's DF decoder, on the encoder's `conv_ch * nb_erb / 4`-wide embedding."""
     emb_dim = p["conv_ch"] * p["nb_erb"] // 4
-    df_gru = SqueezedGRU_S(
-        emb_dim, p["df_hidden_dim"], num_layers=p["df_num_layers"], linear_act_layer=relu
-    )
+    df_gru = partial(
+        SqueezedGRU_S, emb_dim, p["df_hidden_dim"], num_layers=p["df_num_layers"],
+        linear_act_layer=relu,
+    )  # fmt: skip
     return DfDecoder(p, df_gru, emb_dim)
 
 

@@ -7,7 +7,7 @@ themselves. Submodules are registered in upstream's order, so state dicts keep i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -132,12 +132,13 @@ class DfDecoder(nn.Module):
     """Embedding [B, T, emb_dim] + DF pathway conv -> deep-filter coefficients
     [B, T, nb_df, 2 * df_order], and the GRU's output [B, T, df_hidden_dim] for `alpha`.
 
-    The architectures differ in `df_gru` (built by them) and in the embedding's width `emb_dim`.
+    The architectures differ in `df_gru` (a factory of theirs) and in the embedding's width
+    `emb_dim`.
     `df_fc_a` is upstream's DF "alpha" head: DFN2 computes it (`alpha`), DFN3 never does and keeps
     it only so that state dicts match upstream's in both directions.
     """
 
-    def __init__(self, p: Mapping[str, Any], df_gru: nn.Module, emb_dim: int):
+    def __init__(self, p: Mapping[str, Any], df_gru: Callable[[], nn.Module], emb_dim: int):
         super().__init__()
         ch = p["conv_ch"]
         hidden = p["df_hidden_dim"]
@@ -147,7 +148,8 @@ class DfDecoder(nn.Module):
         self.df_convp = Conv2dNormAct(
             ch, self.df_out_ch, fstride=1, kernel_size=(kt, 1), separable=True, bias=False
         )
-        self.df_gru = df_gru
+        # built here, after the pathway conv as upstream does: the same seed, the same weights
+        self.df_gru = df_gru()
         skip = str(p["df_gru_skip"]).lower()
         if skip == "identity" and p["emb_hidden_dim"] != hidden:
             raise ModelConfigError("df_gru_skip=identity needs emb_hidden_dim == df_hidden_dim")
