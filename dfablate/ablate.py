@@ -52,9 +52,9 @@ from dfablate.evaluation.testset import check_gain_db, gain_dir_name, load_test_
 from dfablate.evaluation.wandb_log import log_evaluation_to_wandb
 from dfablate.paths import check_output_dir
 from dfablate.runs import file_sha1, run_checkpoint
-from dfablate.tracking import follow_run, wandb_mode
 from dfablate.wandb_report.build import require_workspaces
 from dfablate.wandb_report.publish import ReportPublisher, command_line
+from dfablate.wandb_settings import follow_run, wandb_mode
 
 STATUS_FILE = "train_status.json"
 SWEEP_KEYS = ("norm", "seed")

@@ -8,7 +8,6 @@ Without network or credentials W&B writes `<run_dir>/wandb/offline-run-*/run-<id
 from __future__ import annotations
 
 import json
-import netrc
 import os
 import secrets
 import string
@@ -16,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -24,52 +22,11 @@ import numpy as np
 import wandb
 from scipy.signal import stft
 
-from dfablate.errors import UserError
+from dfablate.wandb_settings import wandb_mode
 
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 RUN_ID_FILE = "dfablate_run_id"
 RUN_RECORD_FILE = "dfablate_run.json"  # what the run is in W&B: id, project, group, job_type, mode
 RECORDED_KEYS = ("id", "project", "entity", "group", "job_type", "mode", "name")
-
-
-def has_wandb_credentials() -> bool:
-    """True when WANDB_API_KEY is set or ~/.netrc has an entry for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
-def wandb_mode(requested: str = "auto") -> str:
-    """The W&B mode to use: WANDB_MODE if set, else `requested`; "auto" means online only with
-    credentials, offline otherwise (no network needed; `wandb sync` uploads later)."""
-    mode = os.environ.get("WANDB_MODE") or requested
-    if mode == "dryrun":
-        mode = "offline"
-    if mode not in WANDB_MODES:
-        raise UserError(f"logger.wandb.mode={mode!r} is not one of {', '.join(WANDB_MODES)}")
-    if mode == "auto":
-        return "online" if has_wandb_credentials() else "offline"
-    return mode
-
-
-def follow_run(given: Mapping[str, Any], logger: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """W&B settings (mode, project, entity) of a stage that follows a training run whose logger
-    config is `logger` (None: unknown), or None for no W&B at all: a null mode follows the run
-    (no W&B logger there, none here, whatever WANDB_MODE says; unknown: auto). What is given
-    wins; a null project is the run's, else dfablate."""
-    train_wandb = (logger or {}).get("wandb") or {}
-    mode = given.get("mode")
-    if mode is None and logger is not None and not train_wandb:
-        return None
-    return {
-        "mode": mode or train_wandb.get("mode") or "auto",
-        "project": given.get("project") or train_wandb.get("project") or "dfablate",
-        "entity": given.get("entity") or train_wandb.get("entity"),
-    }
 
 
 def run_id(run_dir: str | Path) -> str:

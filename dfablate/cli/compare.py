@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from dfablate.comparison.loading import load_runs
     from dfablate.comparison.report import default_out_dir, print_summary, write_outputs
     from dfablate.comparison.stats import compare_runs
-    from dfablate.comparison.wandb_log import log_comparison_to_wandb
     from dfablate.paths import check_output_dir
+    from dfablate.wandb_settings import wandb_mode
 
     if args.out is not None:
         check_output_dir(args.out, "--out")
@@ -114,9 +114,14 @@ def run(args: argparse.Namespace) -> int:
         publisher = ReportPublisher(
             comparison, out_dir, project=args.wandb_project, command=command_line(args.argv)
         )
-    log_comparison_to_wandb(
-        comparison, paths, mode=args.wandb, project=args.wandb_project, on_run=publisher
-    )
+    if wandb_mode(args.wandb) != "disabled":  # wandb itself is imported only to log
+        from dfablate.comparison.wandb_log import log_comparison_to_wandb
+
+        log_comparison_to_wandb(
+            comparison, paths, mode=args.wandb, project=args.wandb_project, on_run=publisher
+        )
+    elif publisher is not None:
+        publisher(None)  # the Report's spec only, as log_comparison_to_wandb does when disabled
     print_summary(comparison, paths["report"])
     if publisher is not None:
         print(publisher.message())

@@ -9,8 +9,9 @@ from typing import Any
 import wandb
 
 from dfablate.comparison.results import Comparison, gain_suffix
-from dfablate.tracking import init_wandb, quiet_wandb, wandb_mode
+from dfablate.tracking import init_wandb, quiet_wandb
 from dfablate.wandb_report.spec import PER_FILE_RUNS_KEY, merged_per_file
+from dfablate.wandb_settings import wandb_mode
 
 WANDB_SUMMARY_KEYS = (
     "a_mean", "b_mean", "mean_diff", "ci95_low", "ci95_high", "p_value", "p_holm", "mde",

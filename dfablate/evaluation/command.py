@@ -22,7 +22,7 @@ from dfablate.models.upstream import NORM, load_upstream_model
 from dfablate.paths import check_output_dir, default_noisy_cache_dir
 from dfablate.records import RunRecord
 from dfablate.runs import file_sha1, resolve_checkpoint
-from dfablate.tracking import follow_run
+from dfablate.wandb_settings import follow_run
 
 _ABSENT = object()
 

@@ -10,7 +10,8 @@ import wandb
 
 from dfablate.evaluation.pipeline import Evaluation
 from dfablate.evaluation.testset import gain_dir_name
-from dfablate.tracking import init_wandb, quiet_wandb, wandb_mode
+from dfablate.tracking import init_wandb, quiet_wandb
+from dfablate.wandb_settings import wandb_mode
 
 
 def log_evaluation_to_wandb(evaluation: Evaluation, settings: Mapping[str, Any] | None) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 
 from dfablate.comparison.report import answers as answer_sentences
 from dfablate.errors import UserError
-from dfablate.tracking import has_wandb_credentials, is_synced, offline_run_files
+from dfablate.tracking import is_synced, offline_run_files
 from dfablate.wandb_report.build import EXTRA_HINT, build_report, require_workspaces
 from dfablate.wandb_report.spec import REPORT_URL_KEY, SPEC_FILE, build_spec, read_spec, write_spec
+from dfablate.wandb_settings import has_wandb_credentials
 
 
 def command_line(arguments: Sequence[str]) -> str:

@@ -19,7 +19,7 @@ from dfablate.records import (
     RunRecord,
     variant_key_of,
 )
-from dfablate.tracking import follow_run
+from dfablate.wandb_settings import follow_run
 
 OLD_RUN = DATA_DIR / "old_run_dfn3"
 SUMMARY_KEYS = {"norm", "seed", "checkpoint", "checkpoint_sha1", "experiment", "arch", "dataset",

@@ -17,8 +17,8 @@ from dfablate.tracking import (
     log_audio_example,
     log_feature_std,
     run_id,
-    wandb_mode,
 )
+from dfablate.wandb_settings import wandb_mode
 
 
 def test_wandb_mode_is_offline_without_credentials(monkeypatch, tmp_path):
