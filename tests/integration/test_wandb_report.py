@@ -393,3 +393,21 @@ def test_headline_shows_answers_and_the_columns_present():
     text = headline_markdown(later, ["fixed is equivalent to original on PESQ."])
     assert text.startswith("- fixed is equivalent to original on PESQ.\n")
     assert "verdict" in text and "ci90_low" in text and "equivalent" in text
+
+
+def test_compare_with_wandb_disabled_writes_the_report_spec_and_no_run(
+    tmp_path, monkeypatch, capsys
+):
+    """W&B disabled: no W&B run, no wandb/ folder, and the Report's spec is still written."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    runs = seed_study(tmp_path / "runs")
+    out = tmp_path / "cmp"
+    code = main(["compare", *map(str, runs), "--out", str(out), "--wandb", "disabled",
+                 "--wandb-report"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert not list(out.rglob("wandb"))
+    spec = read_spec(out)
+    assert (
+        spec is not None and spec["project"] == "dfablate" and spec["title"] == "fixed vs original"
+    )
+    assert f"dfablate wandb-report push {out}" in capsys.readouterr().out
