@@ -81,19 +81,18 @@ def _optional(value: Any) -> Any:
 def read_summary(eval_dir: Path) -> dict:
     """`summary.json` of an evaluation folder; {} when there is none."""
     path = eval_dir / SUMMARY_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read evaluation summary ({exc})") from exc
+    return _read_json(path, "evaluation summary") if path.is_file() else {}
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object from `path`; a one-line UserError naming the file otherwise."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read run record ({exc})") from exc
+        raise UserError(f"{path}: cannot read {what} ({exc})") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a {what} (a JSON object was expected)")
+    return data
 
 
 def _hydra_record(run_dir: Path) -> tuple[dict, dict[str, str]] | None:
@@ -129,11 +128,15 @@ class RunRecord:
     arch: str | None = None
     experiment: str | None = None  # the training config's `name`
     label: str | None = None  # a name given by the evaluation (an upstream model's)
-    from_config: bool = False  # known from its recorded config, not from a summary or its name
 
     @property
     def name(self) -> str:
         return self.run_dir.name
+
+    @property
+    def has_config(self) -> bool:
+        """Known from its recorded config, not from a summary or its folder's name."""
+        return bool(self.config)
 
     def checkpoint(self, which: str = "best") -> Path | None:
         """`checkpoints/<which>.ckpt`, else `last.ckpt`; None without either."""
@@ -160,7 +163,6 @@ class RunRecord:
             norm=_optional((config.get("norm") or {}).get("name")),
             arch=_optional((config.get("model") or {}).get("arch")),
             experiment=_optional(config.get("name")),
-            from_config=True,
         )
 
     @classmethod
@@ -176,8 +178,10 @@ class RunRecord:
         path = Path(path)
         for folder in [path, *path.parents][:depth]:
             if (folder / RUN_FILE).is_file():
-                recorded = _read_json(folder / RUN_FILE)
-                return cls.of_config(folder, recorded["config"], recorded.get("choices", {}))
+                recorded = _read_json(folder / RUN_FILE, "run record")
+                if not isinstance(recorded.get("config"), dict):
+                    raise UserError(f"{folder / RUN_FILE}: not a run record (no config)")
+                return cls.of_config(folder, recorded["config"], recorded.get("choices") or {})
             if (recorded := cls.from_hydra(folder)) is not None:
                 return recorded
         return None

@@ -156,7 +156,7 @@ def load_evaluation(csv_path: Path, gain_db: float, label: str | None = None) ->
     """One metrics CSV with its records (the run it lies in, the summary.json beside it)."""
     evaluation = EvalRecord.from_dir(csv_path.parent, csv_path)
     run = evaluation.run
-    run_name = run.name if run.from_config or RUN_NAME.match(run.name) else None
+    run_name = run.name if run.has_config or RUN_NAME.match(run.name) else None
     return RunMetrics(
         label=label or run_name or run.label or _default_label(csv_path),
         variant="",

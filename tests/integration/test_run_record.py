@@ -19,6 +19,11 @@ def test_train_writes_run_json_and_from_dir_reads_it(short_run, tmp_path):
     assert written["variant_key"] == record.variant_key
     config = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
     assert record.variant_key == variant_key_of(config)
+    assert written["config"] == config and written["choices"] == record.choices
+    assert (written["seed"], written["norm"], written["arch"]) == (43, "original", "dfn3")
+    assert (
+        written["variant_key"]["norm.name"] == "original" and "seed" not in written["variant_key"]
+    )
     assert "system" in config and not any(k.startswith("system") for k in record.variant_key)
     assert record.choices["model"] == "dfn3_tiny"
     assert record.checkpoints.keys() >= {"last"}

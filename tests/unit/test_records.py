@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 
 import pytest
 from helpers import DATA_DIR
 from omegaconf import OmegaConf
 
+from dfablate.errors import UserError
 from dfablate.records import (
     NOT_VARIANT_KEYS,
     RUN_FILE,
@@ -29,7 +31,7 @@ SUMMARY_KEYS = {"norm", "seed", "checkpoint", "checkpoint_sha1", "experiment", "
 def test_an_old_run_folder_without_run_json_reads_from_its_hydra_record():
     assert not (OLD_RUN / RUN_FILE).exists()
     record = RunRecord.from_dir(OLD_RUN)
-    assert record.from_config and record.run_dir == OLD_RUN
+    assert record.has_config and record.run_dir == OLD_RUN
     assert (record.seed, record.norm, record.arch, record.experiment) == (
         43,
         "original",
@@ -50,7 +52,7 @@ def test_an_evaluation_folder_inside_a_run_reads_the_runs_record(tmp_path):
     shutil.copytree(OLD_RUN / ".hydra", run / ".hydra")
     (run / "eval" / "mini").mkdir(parents=True)
     record = RunRecord.from_dir(run / "eval" / "mini")
-    assert record.run_dir == run and record.seed == 43 and record.from_config
+    assert record.run_dir == run and record.seed == 43 and record.has_config
 
 
 def test_run_json_is_read_first_and_round_trips(tmp_path):
@@ -73,7 +75,7 @@ def test_a_folder_with_only_summary_json(tmp_path):
     summary = {"norm": "fixed", "seed": 3, "arch": "dfn2", "experiment": "study", "mean": {}}
     (folder / "summary.json").write_text(json.dumps(summary))
     record = RunRecord.from_dir(folder)
-    assert not record.from_config and record.run_dir == folder
+    assert not record.has_config and record.run_dir == folder
     assert (record.norm, record.seed, record.arch, record.experiment) == (
         "fixed",
         3,
@@ -160,3 +162,14 @@ def test_eval_record_writes_summary_json_with_its_top_level_keys(tmp_path):
 )  # fmt: skip
 def test_follow_run(given, logger, expected):
     assert follow_run(given, logger) == expected
+
+
+def test_a_broken_run_json_is_one_line_naming_the_file(tmp_path):
+    run = tmp_path / "fixed-seed1"
+    run.mkdir()
+    for text, why in (("{", "cannot read run record"), ("[1]", "not a run record"),
+                      ('{"seed": 1}', "not a run record (no config)")):  # fmt: skip
+        (run / RUN_FILE).write_text(text)
+        with pytest.raises(UserError, match=re.escape(why)) as caught:
+            RunRecord.from_dir(run)
+        assert str(caught.value).startswith(f"{run / RUN_FILE}: ") and "\n" not in str(caught.value)
