@@ -85,6 +85,7 @@ CASES = {
     "ablate-compare-dir-file": (["ablate", "output_root={folder}/out", "ablate.compare_dir={speech}"], "ablate.compare_dir {speech}: is a file"),
     "ablate-jobs-negative": (["ablate", "output_root={folder}/out", "ablate.evaluate.jobs=-1"], "ablate.evaluate.jobs=-1: must be at least 0"),
     "evaluate-device": (["evaluate", "run={run}", "device=cuda"], "device=cuda: CUDA is not available here"),
+    "ablate-device": (["ablate", "output_root={folder}/out", "ablate.evaluate.device=gpu0"], "ablate.evaluate.device=gpu0: not a device (auto, cpu, cuda, cuda:1, ...)"),
 }  # fmt: skip
 
 
@@ -107,6 +108,7 @@ def test_bad_input_is_one_line_and_changes_nothing(case, inputs, short_run, caps
     assert expected.format(**names) in err[0]
     assert _hashes(inputs["folder"], short_run.run_dir) == before
     assert not (inputs["folder"] / "valentini").exists()
+    assert not (inputs["folder"] / "out").exists()  # no run or experiment folder, not even empty
 
 
 def test_evaluate_applies_data_overrides_to_the_runs_own_data(short_run, tmp_path, capsys):
