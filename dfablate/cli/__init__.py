@@ -65,7 +65,9 @@ def config_dir_overrides(arguments: list[str]) -> list[str]:
         folders.append(folder.resolve())
     if not folders:
         return rest
-    if any(r.lstrip("+~").startswith("hydra.searchpath=") for r in rest):
+    from dfablate.config import override_key  # here: hydra loads only with --config-dir
+
+    if any(override_key(r) == "hydra.searchpath" for r in rest):
         raise UserError("give config folders either with --config-dir or with hydra.searchpath")
     paths = ",".join(f"file://{folder}" for folder in folders)
     return [*rest, f"hydra.searchpath=[{paths}]"]

@@ -180,7 +180,7 @@ def run_cli(overrides: list[str]) -> int:
     if sweep and (runs_per_device := _runs_per_device(overrides)) > 1:
         train_sweep(overrides, runs_per_device)
         return 0
-    if sweep and not any(arg.lstrip("+").startswith("hydra.output_subdir=") for arg in overrides):
+    if sweep and not any(override_key(arg) == "hydra.output_subdir" for arg in overrides):
         overrides += ["hydra.output_subdir=null", f"+hydra.job.env_set.{_RECORDS_ENV}=.hydra"]
 
     def task(cfg) -> None:
@@ -221,7 +221,7 @@ def _job_overrides() -> list[str]:
     """This Hydra job's overrides and the command's `hydra.searchpath` (a config folder of the
     user's own): what re-runs this one job, not the whole sweep."""
     overrides = HydraConfig.get().overrides
-    searchpath = [o for o in overrides.hydra if o.lstrip("+").startswith("hydra.searchpath=")]
+    searchpath = [o for o in overrides.hydra if override_key(o) == "hydra.searchpath"]
     return [*overrides.task, *searchpath]
 
 
