@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from dfablate.errors import UserError
-from dfablate.runs import CHECKPOINT_CHOICES, run_checkpoint
+from dfablate.runs import CHECKPOINT_CHOICES
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -137,10 +137,6 @@ class RunRecord:
     def has_config(self) -> bool:
         """Known from its recorded config, not from a summary or its folder's name."""
         return bool(self.config)
-
-    def checkpoint(self, which: str = "best") -> Path | None:
-        """`checkpoints/<which>.ckpt`, else `last.ckpt`; None without either."""
-        return run_checkpoint(self.run_dir, which)
 
     @property
     def checkpoints(self) -> dict[str, Path]:

@@ -21,6 +21,7 @@ from dfablate.records import (
     RunRecord,
     variant_key_of,
 )
+from dfablate.runs import run_checkpoint
 from dfablate.wandb_settings import follow_run
 
 OLD_RUN = DATA_DIR / "old_run_dfn3"
@@ -44,7 +45,7 @@ def test_an_old_run_folder_without_run_json_reads_from_its_hydra_record():
     assert record.variant_key["norm.name"] == "original"
     assert "seed" not in record.variant_key and "output_root" not in record.variant_key
     assert record.checkpoints == {"last": OLD_RUN / "checkpoints" / "last.ckpt"}
-    assert record.checkpoint("best") == OLD_RUN / "checkpoints" / "last.ckpt"  # falls back
+    assert run_checkpoint(record.run_dir, "best") == OLD_RUN / "checkpoints" / "last.ckpt"
 
 
 def test_an_evaluation_folder_inside_a_run_reads_the_runs_record(tmp_path):
