@@ -111,6 +111,7 @@ def evaluate_from_config(cfg, overrides: list[str]) -> Evaluation:
         progress=bool(cfg.progress),
         input_gain_db=input_gain_db,
         metrics=metrics,
+        run=recorded,
     )
     log_evaluation_to_wandb(evaluation, wandb_settings)
     return evaluation

@@ -355,12 +355,14 @@ def evaluate_checkpoint(
     progress: bool = True,
     input_gain_db: float = 0.0,
     metrics: Sequence[str] = METRICS,
+    run: RunRecord | None = None,
 ) -> Evaluation:
     """Load `ckpt` (refusing another norm than `expect_norm`), evaluate it at `input_gain_db`
-    (default folder `<run dir>/eval/<dataset>[@<G>dB]`) on `metrics`."""
+    (default folder `<run dir>/eval/<dataset>[@<G>dB]`) on `metrics`. `run`: the record of
+    `run_dir` when the caller has read it already."""
     device = resolve_device(device)
     system = DfnSystem.load_checkpoint(ckpt, expect_norm=expect_norm, map_location=device)
-    run = RunRecord.recorded_in(run_dir, depth=1) or RunRecord(run_dir)
+    run = run or RunRecord.recorded_in(run_dir, depth=1) or RunRecord(run_dir)
     provenance = {
         "checkpoint": str(ckpt),
         "checkpoint_sha1": file_sha1(ckpt),
