@@ -189,7 +189,7 @@ def ablate_listing(overrides: list[str]) -> Listing:
     settings (configs/ablate.yaml merged with the experiment's `ablate:` section)."""
     from omegaconf import OmegaConf
 
-    from dfablate.ablate import ablation_config
+    from dfablate.ablation_config import ablation_config
     from dfablate.config import config_file
 
     _, settings, train_overrides, _ = ablation_config(overrides)

@@ -248,7 +248,7 @@ def test_refused_train_writes_nothing(case, inputs, mini_cache, capsys, monkeypa
 def test_ablate_schema_is_ablate_yaml_and_an_empty_mapping_is_open():
     """Keys come from configs/ablate.yaml itself; a key declared `{}` takes any children (the
     metric names of a mapping such as `compare.margins`), others only declared ones."""
-    from dfablate.ablate import check_ablate_keys
+    from dfablate.ablation_config import check_ablate_keys
     from dfablate.config import config_file
     from dfablate.errors import UserError
 

@@ -67,7 +67,7 @@ def test_the_readme_marks_what_it_only_parses():
 
 def _parses(command: str) -> None:
     """A `dfablate` line parses, and a Hydra stage's overrides compose."""
-    from dfablate.ablate import ablation_config
+    from dfablate.ablation_config import ablation_config
     from dfablate.cli import config_dir_overrides
     from dfablate.config import compose_config
 

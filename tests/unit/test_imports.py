@@ -6,6 +6,8 @@ extras."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers import ROOT
@@ -148,3 +150,20 @@ def test_function_level_imports_only_in_cli_and_for_extras():
         if name.split(".")[0] not in LAZY_EXTRAS
     ]
     assert misplaced == []
+
+
+def test_help_paths_import_no_heavy_library():
+    """`dfablate --help` and `train/evaluate/ablate --help` import the CLI, the config machinery
+    and the ablation's settings only: no torch, Lightning, W&B or matplotlib (seconds each)."""
+    light = ["dfablate.cli", "dfablate.cli.help", "dfablate.config", "dfablate.ablation_config",
+             "dfablate.wandb_settings"]  # fmt: skip
+    code = (
+        "import importlib, sys\n"
+        f"for name in {light!r}: importlib.import_module(name)\n"
+        "heavy = ('torch', 'lightning', 'wandb', 'matplotlib')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert found.strip() == "[]"
