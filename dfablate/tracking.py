@@ -1,5 +1,6 @@
-"""Weights & Biases helpers: offline unless credentials exist, one run id per run directory,
-media (audio, spectrograms, feature-std tables), and a quiet terminal while a stage logs.
+"""Weights & Biases runs: offline unless credentials exist (`dfablate.wandb_settings`), one run
+id per run directory, the record of each run, and a quiet terminal while a stage logs. What
+training logs as media (audio, spectrograms, feature-std tables) is `training.callbacks`.
 
 Without network or credentials W&B writes `<run_dir>/wandb/offline-run-*/run-<id>.wandb`;
 `wandb sync <that folder>` uploads it later.
@@ -16,11 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-import matplotlib.pyplot as plt
-import numpy as np
 import wandb
-from scipy.signal import stft
 
 from dfablate.wandb_settings import wandb_mode
 
@@ -113,47 +110,3 @@ def quiet_wandb():
             os.environ.pop("WANDB_SILENT", None)
         else:
             os.environ["WANDB_SILENT"] = saved
-
-
-def spectrogram_figure(waves: Mapping[str, np.ndarray], sample_rate: int):
-    """A matplotlib figure with one log-magnitude spectrogram panel per named waveform."""
-    matplotlib.use("Agg")
-
-    fig, axes = plt.subplots(len(waves), 1, figsize=(8, 2.2 * len(waves)), squeeze=False)
-    for ax, (title, wave) in zip(axes[:, 0], waves.items(), strict=True):
-        freqs, times, spec = stft(wave, fs=sample_rate, nperseg=1024, noverlap=768)
-        db = 20 * np.log10(np.abs(spec) + 1e-8)
-        ax.pcolormesh(times, freqs / 1000, db, shading="auto", vmin=db.max() - 90, vmax=db.max())
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("kHz")
-    axes[-1, 0].set_xlabel("s")
-    fig.tight_layout()
-    return fig
-
-
-def log_audio_example(
-    run: Any,
-    name: str,
-    waves: Mapping[str, np.ndarray],
-    sample_rate: int,
-    step: int | None = None,
-) -> None:
-    """Log each named waveform as audio under `examples/<name>/<key>` and one spectrogram image
-    (`step` goes in as `trainer/global_step`, Lightning's step key, not as W&B's own step)."""
-    data: dict[str, Any] = {
-        f"examples/{name}/{key}": wandb.Audio(np.asarray(w, dtype=np.float32), sample_rate)
-        for key, w in waves.items()
-    }
-    fig = spectrogram_figure(waves, sample_rate)
-    data[f"examples/{name}/spectrogram"] = wandb.Image(fig)
-    plt.close(fig)
-    if step is not None:
-        data["trainer/global_step"] = step
-    run.log(data)
-
-
-def log_feature_std(run: Any, table: Any, norm: str) -> None:
-    """Log the per-bin feature std (`dfablate.features.feature_std` DataFrame) as a table, plus
-    its mean in the summary."""
-    run.log({f"features/std_{norm}": wandb.Table(dataframe=table)})
-    run.summary["features/std_mean"] = float(table[["std_real", "std_imag"]].to_numpy().mean())

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import wandb
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
+from scipy.signal import stft
 
 from dfablate.features import feature_std
-from dfablate.tracking import log_audio_example, log_feature_std
 
 if TYPE_CHECKING:
     from dfablate.training.module import DfnSystem
@@ -88,3 +92,50 @@ class WandbMedia(Callback):
         for name, waves in pending:
             log_audio_example(run, name, waves, pl_module.features.sr, step=trainer.global_step)
             self._logged_references.add(name)
+
+
+# --- what WandbMedia logs (its only client) -------------------------------------------------
+
+
+def spectrogram_figure(waves: Mapping[str, np.ndarray], sample_rate: int):
+    """A matplotlib figure with one log-magnitude spectrogram panel per named waveform."""
+    matplotlib.use("Agg")
+
+    fig, axes = plt.subplots(len(waves), 1, figsize=(8, 2.2 * len(waves)), squeeze=False)
+    for ax, (title, wave) in zip(axes[:, 0], waves.items(), strict=True):
+        freqs, times, spec = stft(wave, fs=sample_rate, nperseg=1024, noverlap=768)
+        db = 20 * np.log10(np.abs(spec) + 1e-8)
+        ax.pcolormesh(times, freqs / 1000, db, shading="auto", vmin=db.max() - 90, vmax=db.max())
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("kHz")
+    axes[-1, 0].set_xlabel("s")
+    fig.tight_layout()
+    return fig
+
+
+def log_audio_example(
+    run: Any,
+    name: str,
+    waves: Mapping[str, np.ndarray],
+    sample_rate: int,
+    step: int | None = None,
+) -> None:
+    """Log each named waveform as audio under `examples/<name>/<key>` and one spectrogram image
+    (`step` goes in as `trainer/global_step`, Lightning's step key, not as W&B's own step)."""
+    data: dict[str, Any] = {
+        f"examples/{name}/{key}": wandb.Audio(np.asarray(w, dtype=np.float32), sample_rate)
+        for key, w in waves.items()
+    }
+    fig = spectrogram_figure(waves, sample_rate)
+    data[f"examples/{name}/spectrogram"] = wandb.Image(fig)
+    plt.close(fig)
+    if step is not None:
+        data["trainer/global_step"] = step
+    run.log(data)
+
+
+def log_feature_std(run: Any, table: Any, norm: str) -> None:
+    """Log the per-bin feature std (`dfablate.features.feature_std` DataFrame) as a table, plus
+    its mean in the summary."""
+    run.log({f"features/std_{norm}": wandb.Table(dataframe=table)})
+    run.summary["features/std_mean"] = float(table[["std_real", "std_imag"]].to_numpy().mean())

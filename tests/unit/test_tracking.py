@@ -14,10 +14,9 @@ from wandb_offline import OfflineRun, read_offline_run
 from dfablate.errors import UserError
 from dfablate.tracking import (
     init_wandb,
-    log_audio_example,
-    log_feature_std,
     run_id,
 )
+from dfablate.training.callbacks import log_audio_example, log_feature_std
 from dfablate.wandb_settings import wandb_mode
 
 
